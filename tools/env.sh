@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Shared set-up for the README commands: make .venv if missing and install the project
+# (editable, with dev extras) under the CPU pins. Sourced, not executed.
+# Re-installs only when pyproject.toml or the pins change (stamp file in .venv).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PY="${UNIMD_PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "[unimd] creating .venv with $($PY --version 2>&1)"
+  "$PY" -m venv .venv
+fi
+stamp=".venv/.unimd-install-stamp"
+want="$(cat pyproject.toml constraints-cpu.txt | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "[unimd] installing unimd[dev] into .venv (CPU pins from constraints-cpu.txt)"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+  # torch first, pinned, so that no later resolution can pick a CUDA build
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints-cpu.txt torch
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints-cpu.txt -e ".[dev]"
+  # a Jupyter kernel that runs this venv, for JupyterLab and papermill
+  .venv/bin/python -m ipykernel install --sys-prefix --name unimd --display-name "unimd (.venv)" >/dev/null
+  if .venv/bin/python -m pip list 2>/dev/null | grep -qi '^nvidia-'; then
+    echo "[unimd] ERROR: CUDA packages were installed into .venv; check constraints-cpu.txt" >&2
+    exit 1
+  fi
+  echo "$want" > "$stamp"
+fi
+export PATH="$ROOT/.venv/bin:$PATH"
+export PYTHONHASHSEED="${PYTHONHASHSEED:-0}"
