@@ -13,11 +13,14 @@ fi
 stamp=".venv/.unimd-install-stamp"
 want="$(cat pyproject.toml constraints-cpu.txt | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "[unimd] installing unimd[dev] into .venv (CPU pins from constraints-cpu.txt)"
-  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+  echo "[unimd] installing unimd[dev] into .venv (CPU pins from constraints-cpu.txt; log: .venv/install.log)"
+  pipi() { .venv/bin/python -m pip install --disable-pip-version-check "$@" >>.venv/install.log 2>&1 \
+             || { tail -40 .venv/install.log >&2; echo "[unimd] pip install failed" >&2; exit 1; }; }
+  : > .venv/install.log
+  pipi --upgrade pip
   # torch first, pinned, so that no later resolution can pick a CUDA build
-  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints-cpu.txt torch
-  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints-cpu.txt -e ".[dev]"
+  pipi -c constraints-cpu.txt torch
+  pipi -c constraints-cpu.txt -e ".[dev]"
   # a Jupyter kernel that runs this venv, for JupyterLab and papermill
   .venv/bin/python -m ipykernel install --sys-prefix --name unimd --display-name "unimd (.venv)" >/dev/null
   if .venv/bin/python -m pip list 2>/dev/null | grep -qi '^nvidia-'; then
