@@ -35,18 +35,18 @@ def test_relative_paths_resolve_against_the_settings_folder(tmp_path):
 
 
 def test_environment_and_cli_override_the_file():
-    r = unimd("demo", env={"UNIMD_GENERAL_DEVICE": "cpu"})
+    r = unimd("info", env={"UNIMD_GENERAL_DEVICE": "cpu"})
     assert r.returncode == 0 and "device     cpu" in r.stdout, r.stderr
-    r = unimd("demo", "--set", "general.device=cpu", env={"UNIMD_GENERAL_DEVICE": "cuda"})
+    r = unimd("info", "--set", "general.device=cpu", env={"UNIMD_GENERAL_DEVICE": "cuda"})
     assert r.returncode == 0 and "device     cpu" in r.stdout
 
 
 def test_unknown_key_is_a_clear_error_not_a_traceback():
-    r = unimd("demo", "--set", "general.devise=cpu")
+    r = unimd("info", "--set", "general.devise=cpu")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "unknown setting [general] devise" in r.stderr and "device" in r.stderr
 
 
 def test_missing_settings_file_is_reported(tmp_path):
-    r = unimd("demo", env={"UNIMD_SETTINGS": str(tmp_path/"nope.ini")})
+    r = unimd("info", env={"UNIMD_SETTINGS": str(tmp_path/"nope.ini")})
     assert r.returncode == 2 and "nope.ini" in r.stderr
