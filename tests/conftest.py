@@ -3,6 +3,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# unimd.nms defines its Triton kernel at import, reading TRITON_INTERPRET then: without a CUDA device the kernel
+# can only run in Triton's interpreter, so set it before any test module imports unimd
+if not torch.cuda.is_available(): os.environ.setdefault("TRITON_INTERPRET", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared sits beside the checkout on the development and CI machines; elsewhere tests that need it skip
