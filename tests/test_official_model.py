@@ -59,6 +59,14 @@ def samples(root, name, manifest, tad=True, mr=True, gt=True):
     return out
 
 
+def eval_videos(root, name, man, msl):
+    "Each evaluation video of a fixture config: (its recorded outputs, its single-video batch)."
+    for s, ef in zip(samples(root, name, man, gt=False), man["configs"][name]["eval_files"]):
+        b = collate([s], msl, training=False)
+        assert b.feats.shape[-1] == ef["padded_T"]
+        yield np.load(root/name/ef["file"]), b
+
+
 def test_checkpoint_layout_and_config_translation(fx):
     root, sd, _ = fx
     layout = json.loads((root/"checkpoint_layout.json").read_text())
@@ -80,10 +88,7 @@ def test_checkpoint_layout_and_config_translation(fx):
 def test_per_level_outputs_match_to_1e5(fx, tmp_path, name, preset, msl):
     root, sd, man = fx
     model, cfg = model_for(root, name, msl, official_ckpt(sd, tmp_path))
-    for s, ef in zip(samples(root, name, man, gt=False), man["configs"][name]["eval_files"]):
-        ev = np.load(root/name/ef["file"])
-        b = collate([s], msl, training=False)
-        assert b.feats.shape[-1] == ef["padded_T"]
+    for ev, b in eval_videos(root, name, man, msl):
         with torch.no_grad():
             feats, masks = model.backbone(b.feats, b.masks)
             neck, _ = model.neck(feats, masks)
@@ -122,9 +127,7 @@ def _near_tie_equal(seg, sc, lab, eseg, esc, elab, tol=2e-6):
 def test_detections(fx, tmp_path, name, preset, msl):
     root, sd, man = fx
     model, cfg = model_for(root, name, msl, official_ckpt(sd, tmp_path))
-    for s, ef in zip(samples(root, name, man, gt=False), man["configs"][name]["eval_files"]):
-        ev = np.load(root/name/ef["file"])
-        b = collate([s], msl, training=False)
+    for ev, b in eval_videos(root, name, man, msl):
         with torch.no_grad(): outs = model(b)
         for t in ("tad", "mr"):
             exp = [ev[f"{t}_final_{k}"] for k in ("segments_sec", "scores", "labels")]
