@@ -29,11 +29,12 @@ def plot_timeline(pred: pd.DataFrame, gt: pd.DataFrame | None = None, queries=No
         queries = list(dict.fromkeys(([] if gt is None else gt["query"].tolist()) + pred.sort_values("score", ascending=False)["query"].tolist()))
     queries = list(queries)
     if ax is None: _, ax = plt.subplots(figsize=(11, 0.55 * len(queries) + 1.2))
+    gt_label = "ground truth"          # one legend entry, however many ground-truth bars
     for y, q in enumerate(queries):
         if gt is not None:
             for r in gt[gt["query"] == q].itertuples():
-                ax.barh(y, r.end - r.start, left=r.start, height=0.35, color="tab:green", alpha=0.8,
-                        label="ground truth" if y == 0 else None)
+                ax.barh(y, r.end - r.start, left=r.start, height=0.35, color="tab:green", alpha=0.8, label=gt_label)
+                gt_label = None
         top = pred[pred["query"] == q].nlargest(top_k, "score")
         for k, r in enumerate(top.itertuples()):
             ax.barh(y + 0.38, r.end - r.start, left=r.start, height=0.3, fill=False, edgecolor=f"C{k}", lw=1.5)
