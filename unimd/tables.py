@@ -25,7 +25,8 @@ import pandas as pd
 from .config import Config, load_config
 
 # %% auto #0
-__all__ = ['SCALES', 'repo_root', 'TableContext', 'context', 'base_config', 'run', 'run_rows', 'summarize', 'compare',
+__all__ = ['SCALES', 'FUSION_REGIMES', 'SYNTHETIC_COLUMNS', 'ORDER', 'repo_root', 'TableContext', 'context', 'base_config',
+           'fusion_rows', 'headline_rows', 'data_label', 'run', 'run_rows', 'summarize', 'compare', 'fusion_reading',
            'paper_numbers', 'paper_source', 'markdown_table', 'write_outputs', 'require_data', 'table_notebooks',
            'write_summary', 'run_tables', 'cmd_tables', 'add_cli']
 
@@ -74,8 +75,10 @@ def base_config(ctx: TableContext, kind: str = "ablation") -> Config:
     "The base config of a table at the context's scale (`kind`: 'ablation' or a dataset name)."
     root = repo_root()
     if ctx.scale == "smoke":
+        # one tiny config for every table, so that the smoke tables share their runs
         cfg = load_config(root/"configs"/"mdsynth_tiny.yaml").copy(
-            name=f"smoke_{kind}", train=dict(epochs=1, warmup_epochs=0), test=dict(pre_nms_topk=100, max_seg_num=30))
+            # a fast EMA, or after a dozen updates the evaluated weights would still be the initial ones
+            name="smoke", train=dict(epochs=1, warmup_epochs=0, ema_decay=0.9), test=dict(pre_nms_topk=100, max_seg_num=30))
     elif ctx.scale == "synthetic":
         cfg = load_config(root/"configs"/("mdsynth_full.yaml" if kind == "ablation" else "workout_stitch.yaml"))
     else:
@@ -83,6 +86,26 @@ def base_config(ctx: TableContext, kind: str = "ablation") -> Config:
         cfg = official_preset(_PAPER_PRESET[kind])
     if ctx.epochs is not None: cfg = cfg.copy(train=dict(epochs=int(ctx.epochs)))
     return cfg
+
+# %% ../nbs/80_tables.ipynb #658b0588
+FUSION_REGIMES = {"Individual TAD": "tad", "Individual MR": "mr", "MR → TAD (pre-training)": "mr->tad",
+                  "TAD → MR (pre-training)": "tad->mr", "Co-training, random": "random",
+                  "Co-training, synchronized": "sync", "Co-training, alternating": "alternating"}
+SYNTHETIC_COLUMNS = {"TAD mAP": "tad/mAP", "MR R1@0.5": "mr/R@1,IoU=0.5", "MR R1@0.7": "mr/R@1,IoU=0.7"}
+
+def fusion_rows(base: Config) -> dict:
+    "The rows of a task-fusion table: every regime of `FUSION_REGIMES` on `base`."
+    return {label: [(base, regime)] for label, regime in FUSION_REGIMES.items()}
+
+def headline_rows(base: Config, suffix: str = "") -> dict:
+    "The rows of a dataset table: a UniMD model per task, and one co-trained with synchronized sampling."
+    return {f"UniMD (individual){suffix}": [(base, "tad"), (base, "mr")], f"UniMD + Sync{suffix}": [(base, "sync")]}
+
+def data_label(ctx: TableContext, paper_data: str, ablation: bool = False) -> str:
+    "What the table ran on at this scale."
+    if ctx.scale == "paper": return paper_data
+    if ctx.scale == "smoke": return "MD-Synth tiny"
+    return f"{'MD-Synth full' if ablation else 'Workout-Stitch'} (stand-in for {paper_data})"
 
 # %% ../nbs/80_tables.ipynb #2b8744df
 def _key(cfg: Config, regime: str, seed: int) -> str:
@@ -165,6 +188,17 @@ def compare(table: pd.DataFrame, a: str, b: str, col: str) -> str:
     else: verdict = ("larger than" if abs(d) > spread else "within") + f" the seed spread (±{spread:.2f})"
     return f"{a} vs {b} on {col}: {ma:.2f} vs {mb:.2f} ({d:+.2f}), {verdict}."
 
+# %% ../nbs/80_tables.ipynb #488a7d02
+def fusion_reading(table: pd.DataFrame, tad_col: str, mr_col: str) -> str:
+    "The paper's task-fusion claims checked on a table of `fusion_rows`."
+    co = [r for r in FUSION_REGIMES if r.startswith("Co-training")]
+    t = table.set_index("row")
+    best = lambda col: max(co, key=lambda r: t.loc[r, f"{col} mean"])
+    lines = [f"best co-training for TAD: {best(tad_col)} (paper: synchronized); for MR: {best(mr_col)} (paper: alternating)."]
+    lines += [compare(table, r, "Individual TAD", tad_col) for r in co + ["MR → TAD (pre-training)"]]
+    lines += [compare(table, r, "Individual MR", mr_col) for r in co + ["TAD → MR (pre-training)"]]
+    return "\n".join("- " + l for l in lines)
+
 # %% ../nbs/80_tables.ipynb #be7e061c
 def paper_numbers(table: str) -> pd.DataFrame:
     "The published rows of `table` from paper_tables/paper_numbers.yaml (empty if none are recorded)."
@@ -222,9 +256,15 @@ def require_data(ctx: TableContext, dataset: str):
                                 "\nDownload it (see the Datasets pages) and set the paths in settings.ini or pass data_root.")
 
 # %% ../nbs/80_tables.ipynb #a138e163
+ORDER = ["table1a", "table1b", "table1c", "table1d", "figure1b", "table2", "table3", "table4",
+         "supp_fusion_charades", "supp_fusion_anet"]
+
+def _paper_order(stem: str):
+    return (ORDER.index(stem), stem) if stem in ORDER else (len(ORDER), stem)
+
 def table_notebooks(only=None) -> list[Path]:
-    "The table notebooks, optionally only those whose name starts with one of `only`."
-    nbs = sorted((repo_root()/"paper_tables").glob("*.ipynb"))
+    "The table notebooks in the paper's order (`ORDER`), optionally only those whose name starts with one of `only`."
+    nbs = sorted((repo_root()/"paper_tables").glob("*.ipynb"), key=lambda p: _paper_order(p.stem))
     return [p for p in nbs if not only or any(p.stem.startswith(o) for o in only)]
 
 def _execute(nb: Path, scale: str, out_dir: Path, params: dict):
@@ -243,7 +283,7 @@ def _execute(nb: Path, scale: str, out_dir: Path, params: dict):
 def write_summary(out_dir: Path, scale: str) -> Path:
     "SUMMARY.md: every table of `out_dir`, with its commit, seeds and runtime."
     parts = [f"# Paper tables — `{scale}` scale\n"]
-    for md in sorted(out_dir.glob("*.md")):
+    for md in sorted(out_dir.glob("*.md"), key=lambda p: _paper_order(p.stem)):
         if md.name == "SUMMARY.md": continue
         meta = out_dir/f"{md.stem}.meta.json"
         m = json.loads(meta.read_text()) if meta.exists() else {}
