@@ -180,3 +180,11 @@ def test_encoder_of_a_checkpoint_spec():
     assert isinstance(official, ClipTextEncoder) and official.model_name == "ViT-B-32" and official.template == "bare"
     with pytest.raises(TextEncoderError, match="no text encoder"): text_encoder_for({})
     with pytest.raises(TextEncoderError, match="no text encoder"): text_encoder_for(dict(kind="word2vec", dim=300))
+
+
+def test_workout_stitch_checkpoints_get_their_text_encoder():
+    from unimd.text import text_encoder_for
+    from unimd.workout import WorkoutTextEncoder
+    enc = WorkoutTextEncoder(["squat", "deadlift"], dim=8, seed=3)
+    again = text_encoder_for(enc.spec)
+    assert isinstance(again, WorkoutTextEncoder) and torch.equal(again(["squat, then deadlift"]), enc(["squat, then deadlift"]))

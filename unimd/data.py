@@ -234,6 +234,19 @@ class VideoDataset:
 
     def __len__(self): return len(self.samples)
     def __getitem__(self, i): return self.samples[i]
+
+    def with_samples(self, samples) -> "VideoDataset":
+        "A copy of this dataset (same class, files and evaluation) holding `samples` (same videos, e.g. fewer labels)."
+        import copy
+        if [s.video_id for s in samples] != [s.video_id for s in self.samples]:
+            raise DataError(f"{self.name}/{self.split}: with_samples keeps the videos and their order")
+        new = copy.copy(self)
+        new.samples = list(samples)
+        new._derive()
+        return new
+
+    def _derive(self):
+        "Recompute state derived from the samples (subclasses extend this)."
     def index_of(self, video_id: str) -> int: return self._index[video_id]
 
     @property
@@ -258,7 +271,7 @@ class VideoDataset:
 
 DATASETS: dict = {}
 # modules whose import registers datasets (imported on first use, so `import unimd.data` stays light)
-DATASET_MODULES = ["unimd.synth", "unimd.paper_datasets", "unimd.more_datasets"]
+DATASET_MODULES = ["unimd.synth", "unimd.paper_datasets", "unimd.more_datasets", "unimd.workout"]
 
 def register_dataset(name: str):
     "Decorator: register a builder `fn(data_config, split, settings) -> VideoDataset` under `name`."

@@ -26,7 +26,8 @@ def _draw(items, n, gen):
     return [items[i] for i in perm]
 
 def _tasks_of(ds, i, tasks):
-    return tuple(t for t in tasks if t in ds[i].training_tasks())
+    # the sample's annotations, not ds[i]: file-backed datasets would read the features just to plan
+    return tuple(t for t in tasks if t in ds.samples[i].training_tasks())
 
 def plan_sync(ds, tcfg, batch_size, gen):
     "Synchronized co-training: every iteration carries both tasks (official epoch structure by default)."
@@ -81,9 +82,8 @@ def apply_data_ratios(ds: VideoDataset, ratios: dict, seed: int) -> VideoDataset
     for t, r in ratios.items():
         if not 0 < r <= 1: raise ValueError(f"train.data_ratio_{t}={r}: expected a share in (0, 1]")
     keep = {t: set(kept_videos(ds, t, r, seed)) for t, r in ratios.items()}
-    samples = [replace(s, **{t: None for t in ratios if s.task(t) is not None and i not in keep[t]})
-               for i, s in enumerate(ds.samples)]
-    return type(ds)(ds.name, ds.split, samples, ds.class_names, ds.tad_queries, ds.text_spec, ds.feature_spec)
+    return ds.with_samples([replace(s, **{t: None for t in ratios if s.task(t) is not None and i not in keep[t]})
+                            for i, s in enumerate(ds.samples)])
 
 # %% ../nbs/50_fusion.ipynb #3c80ecd9
 REGIMES = ("tad", "mr", "tad->mr", "mr->tad", "random", "sync", "alternating")

@@ -467,6 +467,9 @@ def text_encoder_for(text_spec: dict | None, weights=None, settings=None, **clip
     spec = dict(text_spec or {})
     kind = spec.get("kind")
     if kind == "mdsynth": return MDSynthTextEncoder(spec["spec"], spec.get("seed", 0))
+    if kind == "workout_stitch":   # its deterministic stand-in encoder lives with the benchmark
+        from unimd.workout import WorkoutTextEncoder
+        return WorkoutTextEncoder(spec["names"], spec["dim"], spec["seed"])
     if kind == "clip" or (kind and int(spec.get("dim", 512)) == 512):
         enc = ClipTextEncoder(spec.get("model") if kind == "clip" else "ViT-B-32", weights=weights, settings=settings,
                               quick_gelu=spec.get("quick_gelu"), template=spec.get("template", "bare"), **clip_kwargs)
