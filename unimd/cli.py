@@ -118,6 +118,8 @@ def cmd_eval(args) -> int:
         model.load_state_dict(ck["ema"] if "ema" in ck else ck["model"])
         ckpt_path = Path(args.ckpt)
     tasks = ("tad", "mr") if args.tasks == "all" else (args.tasks,) if args.tasks else cfg.train.tasks
+    # evaluating one task should not need the other task's annotations or embeddings
+    if args.tasks and args.tasks != "all": cfg = cfg.copy(data=dict(options=dict(tasks=list(tasks))))
     ds = build_dataset(cfg.data, args.split or cfg.data.val_split, s)
     metrics, _ = evaluate(model, ds, cfg, device=args.device or s.device(), progress=True, tasks=tasks)
     metrics = _json_metrics(metrics)

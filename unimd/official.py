@@ -74,8 +74,8 @@ def translate_official_config(path, name: str | None = None) -> tuple[Config, li
     if o.get("dataset_name") not in _DATASETS:
         raise ConfigError(f"{path}: dataset_name {o.get('dataset_name')!r} is not one of {sorted(_DATASETS)}")
     dname, options = _DATASETS[o["dataset_name"]]
-    options = dict(options, feat_stride=ds["feat_stride"], num_frames=ds["num_frames"], num_classes=ds["num_classes"])
-    if te.get("ext_score_file"): options["external_scores"] = Path(te["ext_score_file"]).name
+    # the class list comes from the annotation file, and the external classifier scores from settings.ini
+    options = dict(options, feat_stride=ds["feat_stride"], num_frames=ds["num_frames"])
     dims = o.get("dataset", {})
     cfg = config_from_dict(dict(
         name=name or path.stem,
@@ -102,6 +102,8 @@ def translate_official_config(path, name: str | None = None) -> tuple[Config, li
                   voting_thresh=te["voting_thresh"])), source=str(path))
     notes = [f"ignored (never read by the official architecture): {', '.join(DEAD_KEYS)}",
              f"ignored: the official data paths of section '{section}' (data locations come from settings.ini)"]
+    if te.get("ext_score_file"):
+        notes.append(f"test_cfg.ext_score_file {Path(te['ext_score_file']).name}: set it as [{dname}] external_scores in settings.ini")
     if opt.get("type", "AdamW") != "AdamW" or opt.get("schedule_type", "cosine") != "cosine":
         raise ConfigError(f"{path}: only AdamW with the cosine schedule is supported (got {opt.get('type')}, {opt.get('schedule_type')})")
     return cfg, notes

@@ -86,14 +86,17 @@ class Ego4D(DatasetAdapter):
     tious = np.linspace(0.1, 0.5, 5)
 
     def annotations(self, settings, split, o, counts=None):
-        test = split == "test"
-        # class names come from the train+val file: the test file has no labels
-        mq, names = read_ego4d_mq(self.path(settings, "mq_annotations", kind="file"), None if test else split)
-        if test: mq, _ = read_ego4d_mq(self.path(settings, "mq_test_annotations", kind="file"), "test")
-        nlq = read_ego4d_nlq(self.path(settings, "nlq_test_annotations" if test else "nlq_annotations", kind="file"), split)
-        if "tad" in o["tasks"] and len(names) != self.num_classes:
-            raise DataError(f"{self.path(settings, 'mq_annotations')}: {len(names)} classes, expected {self.num_classes}")
-        return merge_records(mq if "tad" in o["tasks"] else [], nlq if "mr" in o["tasks"] else []), names
+        test, mq, names, nlq = split == "test", [], None, []
+        # MQ and NLQ are separate files: a one-task dataset needs only its own
+        if "tad" in o["tasks"]:
+            # class names come from the train+val file: the test file has no labels
+            mq, names = read_ego4d_mq(self.path(settings, "mq_annotations", kind="file"), None if test else split)
+            if test: mq, _ = read_ego4d_mq(self.path(settings, "mq_test_annotations", kind="file"), "test")
+            if len(names) != self.num_classes:
+                raise DataError(f"{self.path(settings, 'mq_annotations')}: {len(names)} classes, expected {self.num_classes}")
+        if "mr" in o["tasks"]:
+            nlq = read_ego4d_nlq(self.path(settings, "nlq_test_annotations" if test else "nlq_annotations", kind="file"), split)
+        return merge_records(mq, nlq), names
 
     def features(self, settings, o):
         d = self.dims(o, [1024])[0]
