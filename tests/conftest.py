@@ -22,3 +22,12 @@ def shared_path(*parts) -> Path:
 
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    "Run a module's tests on one torch thread: two threads spin-wait on a busy shared CPU and the CLIP-size towers are heavy."
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

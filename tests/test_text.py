@@ -16,13 +16,7 @@ from unimd.text import (RANDOM_WEIGHTS, TAD_TEMPLATES, ClipTextEncoder, LookupTe
 from conftest import ROOT
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # two threads spin-wait on a busy shared CPU; the random towers are heavy
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_random_tower_shapes_norms_and_determinism():

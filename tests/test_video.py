@@ -9,12 +9,7 @@ from unimd.video import (CLIP_FEATURE_SPEC, ClipImageEncoder, VideoError, extrac
                          num_steps, probe_video, sampled_frames, save_features, write_test_video)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def levels(path, step=12, **kw):

@@ -224,7 +224,8 @@ class Trainer:
                                                      for k in ("cls_loss", "reg_loss")}
             for k, v in vals.items(): sums[k] = sums.get(k, 0.0) + v
             n += 1
-            bar.set_postfix(loss=f"{vals['loss']:.3f}", lr=f"{self.sched.get_last_lr()[0]:.2e}")
+            # no forced redraw: it would ignore the bar's redraw interval (flooding logs) and show a stale count
+            bar.set_postfix(loss=f"{vals['loss']:.3f}", lr=f"{self.sched.get_last_lr()[0]:.2e}", refresh=False)
         self.epoch += 1
         if self.world > 1:   # the loss of an iteration is the sum of the shards' losses
             keys = sorted(sums)
