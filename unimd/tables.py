@@ -25,10 +25,11 @@ import pandas as pd
 from .config import Config, load_config
 
 # %% auto #0
-__all__ = ['SCALES', 'FUSION_REGIMES', 'SYNTHETIC_COLUMNS', 'ORDER', 'repo_root', 'TableContext', 'context', 'base_config',
-           'fusion_rows', 'headline_rows', 'data_label', 'run', 'run_rows', 'summarize', 'compare', 'fusion_reading',
-           'paper_numbers', 'paper_source', 'markdown_table', 'write_outputs', 'require_data', 'table_notebooks',
-           'write_summary', 'run_tables', 'cmd_tables', 'add_cli']
+__all__ = ['SCALES', 'FUSION_REGIMES', 'SYNTHETIC_COLUMNS', 'AT_TAD_BUDGET', 'VOLUME_SHARES', 'ORDER', 'repo_root',
+           'TableContext', 'context', 'base_config', 'fusion_rows', 'volume_configs', 'volume_rows', 'headline_rows',
+           'data_label', 'run', 'run_rows', 'summarize', 'updates', 'at_budget', 'with_updates', 'compare',
+           'fusion_reading', 'paper_numbers', 'paper_source', 'markdown_table', 'write_outputs', 'require_data',
+           'table_notebooks', 'write_summary', 'run_tables', 'cmd_tables', 'add_cli']
 
 # %% ../nbs/80_tables.ipynb #fb74ae47
 SCALES = ("smoke", "synthetic", "paper")
@@ -93,9 +94,35 @@ FUSION_REGIMES = {"Individual TAD": "tad", "Individual MR": "mr", "MR → TAD (p
                   "Co-training, synchronized": "sync", "Co-training, alternating": "alternating"}
 SYNTHETIC_COLUMNS = {"TAD mAP": "tad/mAP", "MR R1@0.5": "mr/R@1,IoU=0.5", "MR R1@0.7": "mr/R@1,IoU=0.7"}
 
-def fusion_rows(base: Config) -> dict:
-    "The rows of a task-fusion table: every regime of `FUSION_REGIMES` on `base`."
-    return {label: [(base, regime)] for label, regime in FUSION_REGIMES.items()}
+AT_TAD_BUDGET = ", at Individual TAD's updates"
+
+def fusion_rows(base: Config, ctx: TableContext | None = None) -> dict:
+    """The rows of a task-fusion table: every regime of `FUSION_REGIMES` on `base`; with `ctx`, also each co-training
+    regime retimed to Individual TAD's number of optimizer updates (`at_budget`), the control for training length."""
+    rows = {label: [(base, regime)] for label, regime in FUSION_REGIMES.items()}
+    if ctx is not None:
+        target = sum(updates(ctx, base, "tad"))
+        rows |= {label + AT_TAD_BUDGET: [(at_budget(ctx, base, regime, target), regime)]
+                 for label, regime in FUSION_REGIMES.items() if label.startswith("Co-training")}
+    return rows
+
+VOLUME_SHARES = (0.25, 0.5, 0.75, 1.0)
+
+def volume_configs(base: Config, shares=VOLUME_SHARES) -> dict:
+    """{share: config} for the data-volume ablation (Table 1d, Figure 1b): both tasks keep `share` of their videos
+    (nested subsets) and train for as many updates as the full data (epochs scaled by 1/share), so that less data does
+    not also mean shorter training."""
+    return {r: base if r == 1.0 else base.copy(name=f"{base.name}_vol{r}", train=dict(
+                data_ratio_tad=r, data_ratio_mr=r, epochs=round(base.train.epochs / r),
+                warmup_epochs=round(base.train.warmup_epochs / r))) for r in shares}
+
+def volume_rows(configs: dict) -> dict:
+    "The rows of the data-volume ablation: per share, dedicated models (one per task) and one co-trained (sync)."
+    rows = {}
+    for r, c in configs.items():
+        rows[f"{int(r * 100)}% dedicated"] = [(c, "tad"), (c, "mr")]
+        rows[f"{int(r * 100)}% co-trained"] = [(c, "sync")]
+    return rows
 
 def headline_rows(base: Config, suffix: str = "") -> dict:
     "The rows of a dataset table: a UniMD model per task, and one co-trained with synchronized sampling."
@@ -177,6 +204,37 @@ def summarize(records: pd.DataFrame, columns: dict, order=None) -> pd.DataFrame:
         out.append(rec)
     return pd.DataFrame(out)
 
+# %% ../nbs/80_tables.ipynb #fea4025d
+def _epochs_run(tc) -> int:
+    return tc.early_stop_epochs if tc.early_stop_epochs > 0 else tc.warmup_epochs + tc.epochs   # as `Trainer`
+
+def updates(ctx: TableContext, cfg: Config, regime: str) -> list[int]:
+    "The optimizer updates of each training stage of `regime` on `cfg` (one number per stage)."
+    import torch
+    from unimd.fusion import apply_data_ratios, regime_stages
+    from unimd.train import PLANNERS
+    out = []
+    for st in regime_stages(regime, cfg):
+        tc = st.train
+        ds = apply_data_ratios(_dataset(st, st.data.train_split, ctx.settings),
+                               {"tad": tc.data_ratio_tad, "mr": tc.data_ratio_mr}, tc.seed)
+        out.append(_epochs_run(tc) * len(PLANNERS[tc.sampling](ds, tc, st.data.batch_size, torch.Generator().manual_seed(0))))
+    return out
+
+def at_budget(ctx: TableContext, cfg: Config, regime: str, target: int) -> Config:
+    "`cfg` with the cosine epochs that bring `regime` closest to `target` optimizer updates (warm-up epochs kept)."
+    tc = cfg.train
+    per_epoch = sum(updates(ctx, cfg, regime)) / _epochs_run(tc)
+    return cfg.copy(train=dict(epochs=max(1, round(target / per_epoch) - tc.warmup_epochs)))
+
+def with_updates(ctx: TableContext, table: pd.DataFrame, rows: dict) -> pd.DataFrame:
+    "`table` with an `updates` column after `seeds`: each row's optimizer updates (stages joined by ' + ', runs by ' | ')."
+    col = {label: " | ".join(" + ".join(map(str, updates(ctx, cfg, regime))) for cfg, regime in runs)
+           for label, runs in rows.items()}
+    out = table.copy()
+    out.insert(list(out.columns).index("seeds") + 1, "updates", out["row"].map(col))
+    return out
+
 # %% ../nbs/80_tables.ipynb #55c95a2c
 def compare(table: pd.DataFrame, a: str, b: str, col: str) -> str:
     "One sentence: row `a` vs row `b` on column `col`, with the seed spread."
@@ -197,6 +255,16 @@ def fusion_reading(table: pd.DataFrame, tad_col: str, mr_col: str) -> str:
     lines = [f"best co-training for TAD: {best(tad_col)} (paper: synchronized); for MR: {best(mr_col)} (paper: alternating)."]
     lines += [compare(table, r, "Individual TAD", tad_col) for r in co + ["MR → TAD (pre-training)"]]
     lines += [compare(table, r, "Individual MR", mr_col) for r in co + ["TAD → MR (pre-training)"]]
+    at = [r + AT_TAD_BUDGET for r in co if r + AT_TAD_BUDGET in t.index]
+    if at:
+        best_at = lambda col: max(at, key=lambda r: t.loc[r, f"{col} mean"])
+        lines.append(f"at Individual TAD's number of updates, best co-training for TAD: {best_at(tad_col)}; for MR: {best_at(mr_col)}.")
+        lines += [compare(table, r, "Individual TAD", tad_col) for r in at]
+        lines += [compare(table, r, "Individual MR", mr_col) for r in at]
+    if "updates" in t:
+        n = {r: sum(int(x) for x in str(t.loc[r, "updates"]).split(" + ")) for r in t.index}
+        lo, hi = min(n, key=n.get), max(n, key=n.get)
+        lines.append(f"training budgets differ: {n[lo]} optimizer updates ({lo}) to {n[hi]} ({hi}).")
     return "\n".join("- " + l for l in lines)
 
 # %% ../nbs/80_tables.ipynb #be7e061c
