@@ -29,7 +29,7 @@ __all__ = ['SCALES', 'FUSION_REGIMES', 'SYNTHETIC_COLUMNS', 'AT_TAD_BUDGET', 'VO
            'TableContext', 'context', 'base_config', 'fusion_rows', 'volume_configs', 'volume_rows', 'headline_rows',
            'data_label', 'run', 'run_rows', 'summarize', 'updates', 'at_budget', 'with_updates', 'compare',
            'fusion_reading', 'paper_numbers', 'paper_source', 'markdown_table', 'write_outputs', 'require_data',
-           'table_notebooks', 'write_summary', 'cmd_tables', 'add_cli']
+           'table_notebooks', 'write_summary', 'run_tables', 'cmd_tables', 'add_cli']
 
 # %% ../nbs/80_tables.ipynb #fb74ae47
 SCALES = ("smoke", "synthetic", "paper")
@@ -362,6 +362,25 @@ def write_summary(out_dir: Path, scale: str) -> Path:
     p = out_dir/"SUMMARY.md"
     p.write_text("\n\n".join(parts))
     return p
+
+def run_tables(scale: str = "synthetic", only=None, workers: int = 2, output_dir=None, params: dict | None = None) -> list:
+    "Execute the table notebooks; returns [(notebook, error)] of the failures (empty when all succeeded)."
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+    from unimd.train import progress_bar
+    nbs = table_notebooks(only)
+    if not nbs: raise FileNotFoundError(f"no table notebook matches {only}")
+    out = Path(output_dir) if output_dir else repo_root()/"paper_tables"/"results"/scale
+    (out/"executed").mkdir(parents=True, exist_ok=True)
+    # every kernel gets its share of the cores (papermill kernels inherit the environment)
+    os.environ.setdefault("UNIMD_THREADS", str(max(1, (os.cpu_count() or 1) // max(workers, 1))))
+    failures = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futs = [pool.submit(_execute, nb, scale, out, params or {}) for nb in nbs]
+        for f in progress_bar(as_completed(futs), total=len(futs), desc=f"tables ({scale})"):
+            name, err = f.result()
+            if err: failures.append((name, err))
+    write_summary(out, scale)
+    return failures
 
 # %% ../nbs/80_tables.ipynb #dabf4989
 def cmd_tables(args) -> int:
