@@ -205,26 +205,24 @@ def summarize(records: pd.DataFrame, columns: dict, order=None) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 # %% ../nbs/80_tables.ipynb #fea4025d
-def _epochs_run(tc) -> int:
-    return tc.early_stop_epochs if tc.early_stop_epochs > 0 else tc.warmup_epochs + tc.epochs   # as `Trainer`
-
 def updates(ctx: TableContext, cfg: Config, regime: str) -> list[int]:
     "The optimizer updates of each training stage of `regime` on `cfg` (one number per stage)."
     import torch
     from unimd.fusion import apply_data_ratios, regime_stages
-    from unimd.train import PLANNERS
+    from unimd.train import PLANNERS, epochs_run
     out = []
     for st in regime_stages(regime, cfg):
         tc = st.train
         ds = apply_data_ratios(_dataset(st, st.data.train_split, ctx.settings),
                                {"tad": tc.data_ratio_tad, "mr": tc.data_ratio_mr}, tc.seed)
-        out.append(_epochs_run(tc) * len(PLANNERS[tc.sampling](ds, tc, st.data.batch_size, torch.Generator().manual_seed(0))))
+        out.append(epochs_run(tc) * len(PLANNERS[tc.sampling](ds, tc, st.data.batch_size, torch.Generator().manual_seed(0))))
     return out
 
 def at_budget(ctx: TableContext, cfg: Config, regime: str, target: int) -> Config:
     "`cfg` with the cosine epochs that bring `regime` closest to `target` optimizer updates (warm-up epochs kept)."
+    from unimd.train import epochs_run
     tc = cfg.train
-    per_epoch = sum(updates(ctx, cfg, regime)) / _epochs_run(tc)
+    per_epoch = sum(updates(ctx, cfg, regime)) / epochs_run(tc)
     return cfg.copy(train=dict(epochs=max(1, round(target / per_epoch) - tc.warmup_epochs)))
 
 def with_updates(ctx: TableContext, table: pd.DataFrame, rows: dict) -> pd.DataFrame:

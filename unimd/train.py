@@ -28,8 +28,8 @@ from .losses import UniMDLoss
 from .model import UniMD
 
 # %% auto #0
-__all__ = ['PLANNERS', 'param_groups', 'warmup_cosine', 'EMA', 'plan_individual', 'plan_random', 'progress_bar', 'evaluate',
-           'Trainer', 'set_deterministic']
+__all__ = ['PLANNERS', 'param_groups', 'warmup_cosine', 'EMA', 'plan_individual', 'plan_random', 'epochs_run', 'progress_bar',
+           'evaluate', 'Trainer', 'set_deterministic']
 
 # %% ../nbs/21_train.ipynb #cfd6f0de
 def param_groups(model: nn.Module, weight_decay: float) -> list:
@@ -84,6 +84,10 @@ def plan_random(ds, tcfg, batch_size, gen):
     return _batches([items[i] for i in torch.randperm(len(items), generator=gen).tolist()], batch_size)
 
 PLANNERS = {"individual": plan_individual, "random": plan_random}
+
+def epochs_run(tc) -> int:
+    "How many epochs a training runs: `early_stop_epochs` of the schedule when set, else warm-up + cosine epochs."
+    return tc.early_stop_epochs if tc.early_stop_epochs > 0 else tc.warmup_epochs + tc.epochs
 
 # %% ../nbs/21_train.ipynb #8a8bb5b6
 def progress_bar(it, **kw):
@@ -155,7 +159,7 @@ class Trainer:
         total = (tc.warmup_epochs + tc.epochs) * self.iters_per_epoch
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, warmup_cosine(tc.warmup_epochs * self.iters_per_epoch, total, tc.eta_min / tc.learning_rate))
-        self.epochs = tc.early_stop_epochs if tc.early_stop_epochs > 0 else tc.warmup_epochs + tc.epochs
+        self.epochs = epochs_run(tc)
         self.epoch, self.history = 0, []
 
     def _load_pretrained(self, path):
