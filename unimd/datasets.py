@@ -413,27 +413,23 @@ class FeatureDataset(VideoDataset):
     def mr_table(self):
         "One row per MR moment of the dataset's queries: video-id, query (its index in the annotation file), t-start, t-end (reversed ones swapped), text and the record's per-query extras."
         import pandas as pd
-        rows = []
-        for s in self.samples:
-            if s.mr is None: continue
-            r = self.records[s.video_id]
-            for q in self.mr_kept.get(s.video_id, range(len(r.mr_texts))):
-                extra = r.mr_info[q] if r.mr_info else {}
-                for seg in r.mr_segments[r.mr_queries == q]:
-                    rows.append({"video-id": s.video_id, "query": q, "t-start": float(min(seg)), "t-end": float(max(seg)),
-                                 "text": r.mr_texts[q], **extra})
+        rows = [{"video-id": vid, "query": q, "t-start": float(min(seg)), "t-end": float(max(seg)), "text": r.mr_texts[q], **extra}
+                for vid, r, q, extra in self._mr_queries() for seg in r.mr_segments[r.mr_queries == q]]
         return pd.DataFrame(rows, columns=None if rows else ["video-id", "query", "t-start", "t-end", "text"])
 
     def mr_queries_table(self):
         "One row per MR query of the dataset: video-id, query (its index in the annotation file), text and the record's per-query extras."
         import pandas as pd
-        rows = []
+        rows = [{"video-id": vid, "query": q, "text": r.mr_texts[q], **extra} for vid, r, q, extra in self._mr_queries()]
+        return pd.DataFrame(rows, columns=None if rows else ["video-id", "query", "text"])
+
+    def _mr_queries(self):
+        "(video id, record, query index, per-query extras) of every kept MR query, in sample order."
         for s in self.samples:
             if s.mr is None: continue
             r = self.records[s.video_id]
             for q in self.mr_kept.get(s.video_id, range(len(r.mr_texts))):
-                rows.append({"video-id": s.video_id, "query": q, "text": r.mr_texts[q], **(r.mr_info[q] if r.mr_info else {})})
-        return pd.DataFrame(rows, columns=None if rows else ["video-id", "query", "text"])
+                yield s.video_id, r, q, (r.mr_info[q] if r.mr_info else {})
 
     def mr_frame(self, detections: list):
         "MR detections as a DataFrame (video-id, query, t-start, t-end, score) whose `query` is the index in the annotation file, as the official evaluators number queries."
