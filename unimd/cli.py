@@ -14,16 +14,19 @@ import time
 from .settings import SettingsError, load_settings
 
 # %% auto #0
-__all__ = ['CLI_MODULES', 'format_metrics', 'cmd_train', 'cmd_eval', 'cmd_info', 'cmd_demo', 'cmd_docs', 'build_parser', 'main']
+__all__ = ['COMPUTE_COMMANDS', 'format_metrics', 'cmd_train', 'cmd_eval', 'cmd_info', 'cmd_demo', 'cmd_docs', 'build_parser',
+           'main']
 
 # %% ../nbs/99_cli.ipynb #bf1086e4
 def _add_common(p: argparse.ArgumentParser):
     p.add_argument("--settings", help="settings file (default: $UNIMD_SETTINGS or the nearest settings.ini)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one setting (repeatable)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch CPU threads (default: $UNIMD_THREADS, else all available cores; never more than those)")
 
 def _add_run(p: argparse.ArgumentParser):
-    p.add_argument("--out", help="run directory (default: <output_dir>/<config name>)")
+    p.add_argument("--out", help="run folder for checkpoints, config.yaml, log and curves (default: <output_dir>/<config name>)")
     p.add_argument("--device", help="torch device (default: settings [general] device)")
     p.add_argument("-o", "--override", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value, YAML syntax (repeatable)")
@@ -42,6 +45,11 @@ def _overrides(pairs) -> dict:
         sec, key = k.split(".", 1)
         out.setdefault(sec, {})[key] = yaml.safe_load(v)
     return out
+
+def _command_line(args) -> str:
+    "The command as typed (`unimd ...`), for the run folder's run.json."
+    import shlex
+    return shlex.join(["unimd", *getattr(args, "argv", sys.argv[1:])])
 
 def _run_dir(s, cfg, out):
     from pathlib import Path
@@ -81,6 +89,7 @@ def cmd_train(args) -> int:
     tr, va = build_dataset(cfg.data, cfg.data.train_split, s), build_dataset(cfg.data, cfg.data.val_split, s)
     if rank == 0: print(f"train: {tr}\nval:   {va}\nrun:   {out}" + (f"\nDDP:   {world} processes" if world > 1 else ""))
     t = Trainer(cfg, tr, out, va, device=device)
+    t.command = _command_line(args)
     if args.resume and (out/"last.pt").exists():
         t.load(out/"last.pt")
         if rank == 0: print(f"resumed after epoch {t.epoch}")
@@ -133,13 +142,14 @@ def cmd_info(args) -> int:
     "Print the environment: versions, settings file, device, open_clip and Triton status."
     import torch
     from unimd import __version__
-    from unimd.compat import import_open_clip, triton_status
+    from unimd.compat import available_cores, import_open_clip, triton_report
     s = _settings(args)
     open_clip = import_open_clip()
     n_tok = int((open_clip.get_tokenizer("ViT-B-32")(["a video of a person running"]) > 0).sum())
     rows = [("unimd", __version__), ("settings", str(s.path)), ("torch", torch.__version__),
             ("device", s.device()), ("open_clip", f"{open_clip.__version__} (tokenizer ok, {n_tok} tokens)"),
-            ("triton", triton_status())]
+            ("triton", triton_report()),
+            ("threads", f"{torch.get_num_threads()} torch threads, {available_cores()} cores available to this process")]
     w = max(len(k) for k, _ in rows)
     for k, v in rows: print(f"{k:<{w}}  {v}")
     return 0
@@ -164,16 +174,17 @@ def cmd_demo(args) -> int:
     tr, va = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val")
     print(f"MD-Synth: {tr}\n          {va}")
     t = Trainer(cfg, tr, out, va, device=args.device or s.device())
+    t.command = _command_line(args)
     metrics = _json_metrics(t.fit())
     (out/"metrics.json").write_text(json.dumps(metrics, indent=1))
     print(format_metrics(metrics))
     preds = t.predictions
     v = va.samples[0]
-    pred = pd.concat([detections_to_frame(preds["tad"][0], va.class_names), detections_to_frame(preds["mr"][0], v.mr.texts)])
+    pred = pd.concat([detections_to_frame(preds["tad"][0], va.class_names, "tad"), detections_to_frame(preds["mr"][0], v.mr.texts, "mr")])
     sec = lambda seg: grid_to_sec(seg, v.fps, v.feat_stride, v.num_frames).tolist()
-    gt = pd.DataFrame([(va.class_names[l], *sec(seg)) for seg, l in zip(v.tad.segments, v.tad.labels.tolist())] +
-                      [(v.mr.texts[l], *sec(seg)) for seg, l in zip(v.mr.segments, v.mr.labels.tolist())],
-                      columns=["query", "start", "end"])
+    gt = pd.DataFrame([(va.class_names[l], *sec(seg), "tad") for seg, l in zip(v.tad.segments, v.tad.labels.tolist())] +
+                      [(v.mr.texts[l], *sec(seg), "mr") for seg, l in zip(v.mr.segments, v.mr.labels.tolist())],
+                      columns=["query", "start", "end", "task"])
     ax = plot_timeline(pred, gt, queries=list(dict.fromkeys(gt["query"])), duration=v.duration,
                        title=f"{v.video_id}: ground truth and top-3 predictions")
     ax.figure.savefig(out/"timeline.png", dpi=110)
@@ -192,21 +203,36 @@ def cmd_docs(args) -> int:
     return 0
 
 # %% ../nbs/99_cli.ipynb #45ff98ca
-CLI_MODULES = ["unimd.datasets", "unimd.detect", "unimd.official", "unimd.tables"]
+COMPUTE_COMMANDS = ("train", "eval", "demo", "predict", "features")
 
 def _plugins(sub):
-    import importlib
-    for name in CLI_MODULES:
-        try: mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name: continue   # that module is not part of this version
-            raise
-        if hasattr(mod, "add_cli"): mod.add_cli(sub, _add_common, _add_run)
+    from unimd.commands import add_commands
+    add_commands(sub, _add_common, _add_run)
+
+def _threads_now() -> int:
+    import torch
+    return torch.get_num_threads()
+
+def _restore_threads(n: int) -> None:
+    import torch
+    torch.set_num_threads(n)
+
+def _set_threads(args) -> None:
+    "Fix torch's CPU threads for a command that computes, and say how many and why (stderr)."
+    from unimd.compat import choose_threads
+    try: n, why = choose_threads(getattr(args, "threads", None))
+    except ValueError as err:
+        print(f"unimd: {err}", file=sys.stderr); raise SystemExit(2) from None
+    import torch
+    torch.set_num_threads(n)
+    print(f"unimd: {n} CPU thread{'s' if n > 1 else ''} ({why})", file=sys.stderr, flush=True)
 
 # %% ../nbs/99_cli.ipynb #5e4ea509
 def build_parser() -> argparse.ArgumentParser:
     "The `unimd` argument parser with one sub-command per task."
+    from unimd import __version__
     p = argparse.ArgumentParser(prog="unimd", description=__doc__ or "UniMD: unified moment detection")
+    p.add_argument("--version", action="version", version=f"unimd {__version__}", help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("info", help="print the environment (versions, device, open_clip, Triton)")
     _add_common(d); d.set_defaults(func=cmd_info)
@@ -215,12 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--config", help="config (default: configs/mdsynth_small.yaml)")
     d = sub.add_parser("train", help="train from a YAML config, then evaluate")
     _add_common(d); _add_run(d); d.set_defaults(func=cmd_train)
-    d.add_argument("--config", required=True)
+    d.add_argument("--config", required=True, help="YAML config: configs/*.yaml, or a run folder's config.yaml to repeat a run")
     d.add_argument("--resume", action="store_true", help="continue from <run dir>/last.pt")
     d.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     d.add_argument("--nproc", type=int, default=1, help="train with DDP on this many processes (torchrun; gloo on CPU, NCCL on GPU)")
     d = sub.add_parser("eval", help="evaluate a checkpoint")
-    _add_common(d); _add_run(d); d.set_defaults(func=cmd_eval)
+    _add_common(d); d.set_defaults(func=cmd_eval)
+    d.add_argument("--out", metavar="FILE.json",
+                   help="JSON file the metrics are written to (default: eval_<split>.json beside the checkpoint)")
+    d.add_argument("--device", help="torch device (default: settings [general] device)")
+    d.add_argument("-o", "--override", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, YAML syntax (repeatable)")
     d.add_argument("--ckpt", help="a checkpoint written by `unimd train`")
     d.add_argument("--official-ckpt", help="an official UniMD .pth.tar (EMA weights); needs --config OFFICIAL.yaml")
     d.add_argument("--config", help="config (default: the one stored in the checkpoint; the official YAML with --official-ckpt)")
@@ -228,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--tasks", choices=["tad", "mr", "all"], help="tasks to evaluate (default: the config's)")
     d.add_argument("--data-root", help="shorthand for --set general.data_root=PATH")
     d = sub.add_parser("docs", help="build the offline HTML docs into _offline_docs/")
-    d.add_argument("--out", default="_offline_docs")
+    d.add_argument("--out", default="_offline_docs", help="folder the HTML pages are written to (default: _offline_docs)")
     d.add_argument("--readme", action="store_true", help="also regenerate README.md from nbs/index.ipynb")
     d.add_argument("--readme-only", action="store_true", help="only regenerate README.md")
     d.set_defaults(func=cmd_docs)
@@ -238,10 +269,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     "Run the CLI; returns the exit code (errors in settings are reported without a traceback)."
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if getattr(args, "readme_only", False): args.readme = True
     from unimd.config import ConfigError
     from unimd.data import DataError
+    # the `unimd` program picks its threads; a call from Python (argv given) keeps the caller's unless told otherwise
+    import os
+    pick = args.command in COMPUTE_COMMANDS and (argv is None or args.threads or os.environ.get("UNIMD_THREADS"))
+    threads = _threads_now() if pick and argv is not None else None
     try:
+        if pick: _set_threads(args)
         return args.func(args) or 0
     except SettingsError as e:
         print(f"unimd: settings error: {e}", file=sys.stderr)
@@ -249,3 +286,5 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as e:
         print(f"unimd: {e}", file=sys.stderr)
         return 2
+    finally:
+        if threads: _restore_threads(threads)

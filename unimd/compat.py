@@ -12,7 +12,7 @@ import os
 import sys
 
 # %% auto #0
-__all__ = ['import_open_clip', 'import_triton', 'triton_status']
+__all__ = ['import_open_clip', 'import_triton', 'triton_status', 'triton_report', 'available_cores', 'choose_threads']
 
 # %% ../nbs/01_compat.ipynb #0c5159c4
 _TORCHVISION_MISSING_OP = "operator torchvision::nms does not exist"
@@ -50,3 +50,35 @@ def triton_status() -> str:
     import torch
     if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1": return "gpu"
     return "interpreter" if os.environ.get("TRITON_INTERPRET", "0") == "1" else "unavailable"
+
+# %% ../nbs/01_compat.ipynb #49e2d92a
+def triton_report() -> str:
+    "Triton's version and what it does here: GPU kernels, the interpreter (TRITON_INTERPRET=1), or installed but idle."
+    t = import_triton()
+    if t is None: return "not installed (Soft-NMS runs its PyTorch/C++ backends)"
+    status, v = triton_status(), getattr(t, "__version__", "?")
+    if status == "gpu": return f"{v} installed, kernels run on the GPU"
+    if status == "interpreter": return f"{v} installed, kernels run in the interpreter (TRITON_INTERPRET=1; slow, for tests)"
+    return f"{v} installed; no CUDA device, so its kernels are not used (TRITON_INTERPRET=1 runs them in the interpreter)"
+
+# %% ../nbs/01_compat.ipynb #ba1e0736
+def available_cores() -> int:
+    "CPU cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (containers)."
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        if quota != "max": n = min(n, max(1, int(quota) // int(period)))
+    except (OSError, ValueError): pass
+    return max(1, n)
+
+def choose_threads(requested=None, available: int | None = None) -> tuple:
+    "(threads, why): `requested` (--threads), else $UNIMD_THREADS, else all available cores; never more than available."
+    avail = available or available_cores()
+    for value, src in ((requested, "--threads"), (os.environ.get("UNIMD_THREADS"), "UNIMD_THREADS")):
+        if value in (None, ""): continue
+        try: n = int(value)
+        except ValueError: n = 0
+        if n < 1: raise ValueError(f"{src}={value!r}: expected a whole number of threads ≥ 1")
+        if n > avail: return avail, f"{src}={n}, capped to the {avail} available cores"
+        return n, f"{src}={n}"
+    return avail, f"all {avail} available cores"

@@ -24,7 +24,7 @@ from .data import (DataError, TaskAnnotation, VideoDataset, VideoSample, check_s
 __all__ = ['SEGMENT_RULES', 'COMMON_OPTIONS', 'ADAPTERS', 'VideoRecord', 'merge_records', 'feature_shape', 'read_features',
            'FeatureSource', 'VideoFeatures', 'ClassEmbeddings', 'QueryEmbeddings', 'FileReport', 'find_missing',
            'clean_segments', 'limit_to_features', 'PairedIndex', 'FeaturesOnDisk', 'FeatureDataset', 'DatasetAdapter',
-           'register_adapter', 'get_adapter', 'build', 'check_files', 'format_report', 'cmd_data_check', 'add_cli',
+           'register_adapter', 'get_adapter', 'build', 'check_files', 'format_report', 'cmd_data_check',
            'write_fake_files']
 
 # %% ../nbs/40_datasets.ipynb #624b829c
@@ -521,7 +521,8 @@ class DatasetAdapter:
     def feature_spec(self, o: dict, features: dict) -> dict:
         vf = features.get("tad") or features.get("mr")
         return dict(kind=vf.kinds, description=self.feature_description, fps=o.get("fps"), feat_stride=o["feat_stride"],
-                    num_frames=o["num_frames"], downsample_rate=o["downsample_rate"], dim=vf.dim)
+                    num_frames=o["num_frames"], downsample_rate=o["downsample_rate"], dim=vf.dim,
+                    normalization="l2 per step")   # what `VideoFeatures.load` does to every source
 
     def text_spec(self, settings, o: dict, tad: ClassEmbeddings | None, mr: QueryEmbeddings | None) -> dict:
         return dict(kind="precomputed", encoder="CLIP text encoder of the official embedding files", dim=o["text_dim"],
@@ -692,17 +693,6 @@ def cmd_data_check(args) -> int:
     print("all files found" if n == 0 else f"{n} file(s) missing")
     return 0 if n == 0 else 1
 
-def add_cli(subparsers, add_common, add_run):
-    "Add `unimd data check`."
-    p = subparsers.add_parser("data", help="inspect datasets on disk")
-    sub = p.add_subparsers(dest="data_command", required=True)
-    c = sub.add_parser("check", help="list the annotation, feature and embedding files found and missing, per split")
-    add_common(c)
-    c.add_argument("--dataset", required=True, help="dataset name (ego4d, charades, anet, thumos14, qvhighlights, tacos, ...)")
-    c.add_argument("--split", action="append", help="split to check (repeatable; default: all)")
-    c.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a data option (data.options), YAML value, e.g. -o features=i3d+clip")
-    c.set_defaults(func=cmd_data_check)
 
 # %% ../nbs/40_datasets.ipynb #7ca02332
 def write_fake_files(name: str, settings, split: str, options: dict | None = None, video_ids=None, seed: int = 0,

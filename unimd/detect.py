@@ -24,8 +24,7 @@ from .nms import batched_nms
 from .text import TextEncoder, text_encoder_for
 
 # %% auto #0
-__all__ = ['DetectError', 'read_checkpoint', 'Detector', 'load_detector', 'read_class_file', 'format_detections', 'cmd_predict',
-           'add_cli']
+__all__ = ['DetectError', 'read_checkpoint', 'Detector', 'load_detector', 'read_class_file', 'format_detections', 'cmd_predict']
 
 # %% ../nbs/62_detect.ipynb #879f8be7
 class DetectError(DataError):
@@ -113,6 +112,9 @@ class Detector:
             raise DetectError(f"{path}: the checkpoint's features are {kind or 'of unknown kind'!s} "
                               f"({self.model.cfg.input_dim}-d); only CLIP frame features can be computed here. Extract "
                               f"its features with their own tool and pass the array or file (--features)")
+        if not fs.get("model"):
+            raise DetectError(f"{path}: the checkpoint's feature_spec names no CLIP image tower (model), so new videos cannot "
+                              f"be extracted the way its training features were; pass features (--features) made with it")
         if self._image_encoder is None:
             self._image_encoder = ClipImageEncoder(fs.get("model"), weights=self.clip_weights, settings=self.settings,
                                                    quick_gelu=fs.get("quick_gelu"), device=self.device)
@@ -132,6 +134,7 @@ class Detector:
             p = Path(x)
             if p.suffix in (".npy", ".npz"):
                 x = load_features(p, fps, feat_stride, num_frames, defaults=self.feature_spec)
+                if _has_grid(p): self._check_file_spec(x, p)
                 if feat_stride is None and not _has_grid(p):      # a native-rate file on the checkpoint's grid
                     t, stride = self._downsample(torch.from_numpy(x.features), x.feat_stride)
                     x = replace(x, features=t.numpy(), feat_stride=stride)
@@ -172,6 +175,16 @@ class Detector:
         if not classes and not queries: raise DetectError("nothing to detect: give classes=[...] and/or queries=[...]")
         empty = lambda q, texts: TaskAnnotation(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), q, texts)
         return replace(s, tad=empty(tad, classes) if classes else None, mr=empty(mr, queries) if queries else None)
+
+# %% ../nbs/62_detect.ipynb #1b14c34e
+def _check_file_spec(self, vf, path):
+    "A feature file that states its recipe (`unimd features`) must match the checkpoint's, on the training grid."
+    from unimd.video import check_feature_spec, spec_of_file
+    trained = self.feature_spec
+    if trained.get("feat_stride"): trained["feat_stride"] = float(trained["feat_stride"]) * self.downsample_rate
+    check_feature_spec(trained, spec_of_file(vf), path)
+
+Detector._check_file_spec = _check_file_spec
 
 # %% ../nbs/62_detect.ipynb #516bad4d
 def _dets_frame(dets: dict, names: list, task: str) -> pd.DataFrame:
@@ -286,25 +299,3 @@ def cmd_predict(args) -> int:
         df.to_csv(args.csv, index=False); print(f"wrote {len(df)} detections to {args.csv}")
     return 0
 
-def add_cli(sub, add_common, add_run):
-    "Register `unimd predict`."
-    p = sub.add_parser("predict", help="detect classes (--classes) and sentences (--query) in a video or feature file")
-    add_common(p)
-    p.add_argument("--ckpt", required=True, help="checkpoint written by `unimd train`")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--video", help="video file (checkpoints trained on CLIP frame features)")
-    src.add_argument("--features", help="feature file: .npz with 'features' [T, C] or .npy [T, C]")
-    p.add_argument("--query", action="append", default=[], help="a sentence to localise (repeatable)")
-    p.add_argument("--classes", help="text file, one class name per line (default: the checkpoint's classes)")
-    p.add_argument("--no-classes", action="store_true", help="sentences only, no action classes")
-    p.add_argument("--template", help="class prompt: bare, paper ('a video of {}') or a string with {}")
-    p.add_argument("--top", type=int, default=3, help="detections printed per query (default 3)")
-    p.add_argument("--clip-weights", help="CLIP weights file for new text/video (default [general] clip_weights; 'random': demo only)")
-    for name, typ in (("--fps", float), ("--feat-stride", float), ("--num-frames", float), ("--duration", float)):
-        p.add_argument(name, type=typ, help="time grid of a bare .npy (default: the checkpoint's feature_spec)")
-    p.add_argument("--window", type=int, help="windowed inference: window length in feature steps (default: whole video)")
-    p.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction (default 0.25)")
-    p.add_argument("--csv", help="also write all detections to this CSV file")
-    p.add_argument("--device", help="torch device (default: settings [general] device)")
-    p.add_argument("-o", "--override", action="append", default=[], metavar="test.KEY=VALUE", help="override a test-config value")
-    p.set_defaults(func=cmd_predict)

@@ -175,7 +175,7 @@ class Charades(DatasetAdapter):
     name, section = "charades", "charades"
     splits = {"train": "Train", "test": "Test", "val": "Test", "validation": "Test"}
     grid = dict(fps=24, feat_stride=4, num_frames=16)
-    extra_options = dict(features="i3d")
+    extra_options = dict(features="i3d", clip_model="ViT-B-32")
     num_classes = 157
     tious = np.linspace(0.3, 0.7, 5)
 
@@ -203,8 +203,18 @@ class Charades(DatasetAdapter):
                             for k, d in zip(kinds, dims)], int(o["downsample_rate"]))
         return {"tad": vf, "mr": vf}
 
+    def feature_spec(self, o, features):
+        "CLIP features also name their image tower: `predict --video` extracts new videos with it."
+        spec = super().feature_spec(o, features)
+        return dict(spec, model=o["clip_model"]) if "clip" in spec["kind"].split("+") else spec
+
+    def classes_in_file(self, settings) -> int:
+        "The classes of the class-name file (157 for Charades; another count for one's own videos in this format)."
+        p = self.path(settings, "class_names", must_exist=False)
+        return len(read_charades_classes(p)) if Path(p).is_file() else self.num_classes
+
     def class_embeddings(self, settings, o):
-        return ClassEmbeddings(self.path(settings, "tad_text_embeddings", must_exist=False), self.num_classes, o["text_dim"],
+        return ClassEmbeddings(self.path(settings, "tad_text_embeddings", must_exist=False), self.classes_in_file(settings), o["text_dim"],
                                layout="columns", setting="[charades] tad_text_embeddings")
 
     def query_embeddings(self, settings, split, o):
@@ -214,7 +224,7 @@ class Charades(DatasetAdapter):
         res = {}
         if "tad" in predictions and ds.has_ground_truth("tad"):
             res["tad"] = dict(_evaluators().charades_frame_map(_frame(predictions["tad"]), str(self._csv(ds.settings, ds.split)),
-                                                               num_classes=self.num_classes))
+                                                               num_classes=self.classes_in_file(ds.settings)))
             res["tad_detection"] = self.detection_metrics(ds, predictions["tad"], self.tious)
         if "mr" in predictions and ds.has_ground_truth("mr"):
             gt = ds.mr_table()[["video-id", "query", "t-start", "t-end"]]

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .commands import TABLE_SCALES
 from .config import Config, load_config
 
 # %% auto #0
@@ -29,10 +30,10 @@ __all__ = ['SCALES', 'FUSION_REGIMES', 'SYNTHETIC_COLUMNS', 'AT_TAD_BUDGET', 'VO
            'TableContext', 'context', 'base_config', 'fusion_rows', 'volume_configs', 'volume_rows', 'headline_rows',
            'data_label', 'run', 'run_rows', 'summarize', 'updates', 'at_budget', 'with_updates', 'compare',
            'fusion_reading', 'paper_numbers', 'paper_source', 'markdown_table', 'write_outputs', 'require_data',
-           'table_notebooks', 'write_summary', 'run_tables', 'cmd_tables', 'add_cli']
+           'table_notebooks', 'write_summary', 'run_tables', 'cmd_tables']
 
 # %% ../nbs/80_tables.ipynb #fb74ae47
-SCALES = ("smoke", "synthetic", "paper")
+SCALES = TABLE_SCALES     # the choices of `unimd tables --scale`
 
 def repo_root() -> Path:
     "The project root (the folder of settings.ini)."
@@ -391,12 +392,3 @@ def cmd_tables(args) -> int:
     for name, err in failures: print(f"FAILED {name}: {err}", file=sys.stderr)
     return 1 if failures else 0
 
-def add_cli(sub, add_common, add_run):
-    p = sub.add_parser("tables", help="regenerate the paper's tables and figures (papermill notebooks in paper_tables/)")
-    p.add_argument("--scale", choices=SCALES, default="synthetic")
-    p.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. table1b figure1b")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--out", help="output folder (default: paper_tables/results/<scale>)")
-    p.add_argument("--device"); p.add_argument("--data-root"); p.add_argument("--epochs", type=int)
-    p.add_argument("--seeds", help="comma-separated seeds (default per scale)")
-    p.set_defaults(func=cmd_tables)

@@ -27,10 +27,10 @@ from .compat import import_open_clip
 from .data import DataError
 
 # %% auto #0
-__all__ = ['TAD_TEMPLATES', 'RANDOM_WEIGHTS', 'TextEncoderError', 'format_prompts', 'TextEncoder', 'MissingClipWeights',
-           'default_clip_model', 'resolve_clip_weights', 'default_quick_gelu', 'file_sha256', 'clip_model_key',
-           'load_clip', 'EmbeddingCache', 'ClipTextEncoder', 'LookupTextEncoder', 'MDSynthTextEncoder',
-           'text_encoder_for']
+__all__ = ['TAD_TEMPLATES', 'RANDOM_WEIGHTS', 'OPENAI_WEIGHTS', 'TextEncoderError', 'format_prompts', 'TextEncoder',
+           'MissingClipWeights', 'default_clip_model', 'resolve_clip_weights', 'default_quick_gelu',
+           'download_clip_weights', 'file_sha256', 'clip_model_key', 'load_clip', 'EmbeddingCache', 'ClipTextEncoder',
+           'LookupTextEncoder', 'MDSynthTextEncoder', 'text_encoder_for']
 
 # %% ../nbs/60_text.ipynb #0d8de8ee
 class TextEncoderError(ValueError):
@@ -104,15 +104,16 @@ def default_clip_model(settings=None) -> str:
     return (s.get("general", "clip_model") if s is not None else "") or "ViT-B-32"
 
 def resolve_clip_weights(weights=None, model: str = "ViT-B-32", settings=None):
-    "`RANDOM_WEIGHTS`, or the absolute path of an existing weights file (`weights`, else `[general] clip_weights`)."
+    "`RANDOM_WEIGHTS`, or the absolute path of an existing weights file (`weights`, else `[general] clip_weights`; `openai`: downloaded)."
     if weights is None:
         s = _settings_or_none(settings)
         raw = s.get("general", "clip_weights") if s is not None else ""
         if not raw:
             where = f"[general] clip_weights is empty in {s.path}" if s is not None else "no settings.ini and no weights= argument"
             raise MissingClipWeights(_how_to_get(model, where))
-        weights = RANDOM_WEIGHTS if raw == RANDOM_WEIGHTS else s.path_of("general", "clip_weights", must_exist=False)
+        weights = raw if raw in (RANDOM_WEIGHTS, OPENAI_WEIGHTS) else s.path_of("general", "clip_weights", must_exist=False)
     if str(weights) == RANDOM_WEIGHTS: return RANDOM_WEIGHTS
+    if str(weights) == OPENAI_WEIGHTS: return download_clip_weights(model)
     p = Path(weights).expanduser()
     if not p.is_file(): raise MissingClipWeights(_how_to_get(model, f"{p}: no such file"))
     return p.resolve()
@@ -120,6 +121,38 @@ def resolve_clip_weights(weights=None, model: str = "ViT-B-32", settings=None):
 def default_quick_gelu(model: str) -> bool:
     "Whether open_clip's OpenAI weights of `model` need QuickGELU (True for ViT-B-32)."
     return bool(import_open_clip().get_pretrained_cfg(model, "openai").get("quick_gelu", False))
+
+# %% ../nbs/60_text.ipynb #0feb1e62
+OPENAI_WEIGHTS = "openai"
+
+def _hub_host(cfg: dict) -> tuple:
+    "(host, port) open_clip downloads `cfg`'s weights from."
+    from urllib.parse import urlparse
+    url = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co") if cfg.get("hf_hub") else cfg.get("url", "")
+    u = urlparse(url)
+    return u.hostname or "", u.port or (443 if u.scheme == "https" else 80)
+
+def _reachable(host: str, port: int, timeout: float = 5.0) -> bool:
+    import socket
+    try:
+        with socket.create_connection((host, port), timeout=timeout): return True
+    except OSError: return False
+
+def download_clip_weights(model: str = "ViT-B-32", cache_dir=None) -> Path:
+    "open_clip's published OpenAI weights of `model`, downloaded (once, into open_clip's cache) by open_clip itself."
+    import_open_clip()
+    from open_clip import pretrained
+    cfg = pretrained.get_pretrained_cfg(model, OPENAI_WEIGHTS)
+    if not cfg: raise MissingClipWeights(f"open_clip publishes no OpenAI weights for {model} (see open_clip.list_pretrained())")
+    host, port = _hub_host(cfg)
+    if not _reachable(host, port):
+        raise MissingClipWeights(_how_to_get(model, f"--clip-weights openai downloads them from {host}, which cannot be "
+                                                     f"reached from this machine (no network?)"))
+    try: path = pretrained.download_pretrained(cfg, cache_dir=cache_dir)
+    except Exception as err:
+        raise MissingClipWeights(_how_to_get(model, f"downloading open_clip's OpenAI weights failed ({err})")) from None
+    if not path: raise MissingClipWeights(_how_to_get(model, "open_clip returned no file for its OpenAI weights"))
+    return Path(path).resolve()
 
 # %% ../nbs/60_text.ipynb #bdcc17b0
 def file_sha256(path, cache_dir=None) -> str:

@@ -29,7 +29,8 @@ from .model import UniMD
 
 # %% auto #0
 __all__ = ['PLANNERS', 'param_groups', 'warmup_cosine', 'EMA', 'plan_individual', 'plan_random', 'epochs_run', 'progress_bar',
-           'evaluate', 'Trainer', 'set_deterministic']
+           'evaluate', 'Trainer', 'epoch_label', 'run_info', 'write_run_files', 'log_epoch', 'plot_curves',
+           'set_deterministic']
 
 # %% ../nbs/21_train.ipynb #cfd6f0de
 def param_groups(model: nn.Module, weight_decay: float) -> list:
@@ -90,11 +91,38 @@ def epochs_run(tc) -> int:
     return tc.early_stop_epochs if tc.early_stop_epochs > 0 else tc.warmup_epochs + tc.epochs
 
 # %% ../nbs/21_train.ipynb #8a8bb5b6
+def _log_lines_class():
+    from tqdm import tqdm
+
+    class LogLines(tqdm):
+        "tqdm for a log file: a whole line at every 10 % of the total, or when 30 s passed since the last line."
+        def __init__(self, *args, **kw):
+            self._line_n, self._line_t = -1, None
+            super().__init__(*args, **dict(kw, mininterval=0, miniters=1))   # see every step; `display` decides
+
+        def display(self, msg=None, pos=None):
+            if msg == "" or self.disable: return True      # tqdm's clear-line request: nothing to clear in a log
+            now, total = self._time(), self.total
+            due = (self._line_n < 0 or (total and (self.n - self._line_n >= total / 10 or self.n >= total)) or
+                   now - self._line_t >= 30)
+            if due and self.n != self._line_n:
+                self._line_n, self._line_t = self.n, now
+                self.fp.write(self.__str__() + "\n"); self.fp.flush()
+            return True
+
+        def close(self):
+            if not self.disable and self.n != self._line_n: self._line_t = -1e9; self.display()
+            self.disable = True                              # no terminal clean-up codes in a log
+            super().close()
+    return LogLines
+
 def progress_bar(it, **kw):
-    "tqdm that redraws at most every 30 s when stderr is not a terminal (CI logs stay short)."
+    "tqdm on a terminal; in a log (stderr not a terminal) one line at every 10 % of the work or every 30 s."
     import sys
-    from tqdm.auto import tqdm
-    return tqdm(it, mininterval=0.5 if sys.stderr.isatty() else 30, **kw)
+    if sys.stderr.isatty() or kw.get("disable"):
+        from tqdm.auto import tqdm
+        return tqdm(it, mininterval=0.5, **kw)
+    return _log_lines_class()(it, **kw)
 
 @torch.no_grad()
 def evaluate(model, ds, cfg: Config, batch_size: int = 8, device="cpu", progress: bool = False, tasks=("tad", "mr")):
@@ -212,7 +240,8 @@ class Trainer:
         self.net.train()
         sums, n, t0 = {}, 0, time.time()
         count = sum_over_processes if self.world > 1 else None
-        bar = progress_bar(self.plan(e), desc=f"epoch {e + 1}/{self.epochs}", disable=not self.progress, leave=False)
+        bar = progress_bar(self.plan(e), desc=self.epoch_label(e + 1), disable=not self.progress, leave=False)
+        lr = self.opt.param_groups[0]["lr"]
         for it, items in enumerate(bar):
             # videos without a task to train bring nothing (official); every process must share each update
             valid = [(pos, i, tasks) for pos, (i, tasks) in enumerate(items) if tasks]
@@ -223,40 +252,113 @@ class Trainer:
             res = self.loss(self.net(batch), batch, tasks=tasks if self.world > 1 else None, count=count)
             (res["total"] * self.world).backward()   # DDP averages gradients; the objective is the sum over shards
             if tc.clip_grad_l2norm > 0: nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_grad_l2norm)
+            lr = self.opt.param_groups[0]["lr"]      # the rate this update used (the scheduler then moves on)
             self.opt.step(); self.sched.step(); self.ema.update(self.model)
             vals = {"loss": res["total"].item()} | {f"{t}_{k}": getattr(res[t], k).item() for t in ("tad", "mr") if t in res
                                                      for k in ("cls_loss", "reg_loss")}
             for k, v in vals.items(): sums[k] = sums.get(k, 0.0) + v
             n += 1
             # no forced redraw: it would ignore the bar's redraw interval (flooding logs) and show a stale count
-            bar.set_postfix(loss=f"{vals['loss']:.3f}", lr=f"{self.sched.get_last_lr()[0]:.2e}", refresh=False)
+            bar.set_postfix(loss=f"{vals['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
         self.epoch += 1
         if self.world > 1:   # the loss of an iteration is the sum of the shards' losses
             keys = sorted(sums)
             sums = dict(zip(keys, sum_over_processes([sums[k] for k in keys])))
-        rec = {"epoch": self.epoch, "time_s": round(time.time() - t0, 2), "lr": self.sched.get_last_lr()[0],
+        rec = {"epoch": self.epoch, "time_s": round(time.time() - t0, 2), "lr": lr,
                **{k: v / max(n, 1) for k, v in sums.items()}}
         self.history.append(rec)
         return rec
 
     def fit(self, evaluate_at_end: bool = True) -> dict:
         "Train the remaining epochs (checkpointing each), then evaluate the EMA model on the validation set."
+        self.write_run_files()
         while self.epoch < self.epochs:
             rec = self.train_epoch()
             ev = self.cfg.train.eval_every
             if self.val_ds is not None and ev > 0 and self.epoch % ev == 0 and self.epoch < self.epochs:
                 rec["val"] = self.evaluate()[0]
             self.save()
-            if self.progress: print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items()}, default=float))
+            self.log_epoch(rec)
         metrics = {}
         if evaluate_at_end and self.val_ds is not None:
             metrics, self.predictions = self.evaluate()
             if self.rank == 0: (self.out_dir/"metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
+        self.plot_curves(metrics)
         return metrics
 
     def evaluate(self, ds=None):
         return evaluate(self.ema.module, ds or self.val_ds, self.cfg, device=self.device, progress=self.progress,
                         tasks=self.cfg.train.tasks)
+
+# %% ../nbs/21_train.ipynb #b1ed05c3
+def epoch_label(self, epoch: int) -> str:
+    "'epoch 3/3 (2 + 1 warm-up)': the epoch, the epochs run, and how the schedule splits them."
+    tc = self.cfg.train
+    split = f"{tc.epochs} + {tc.warmup_epochs} warm-up"
+    return f"epoch {epoch}/{self.epochs} ({split if self.epochs == tc.epochs + tc.warmup_epochs else f'early stop of {split}'})"
+
+def _git_commit(folder) -> tuple:
+    "(commit, has uncommitted changes) of the git checkout holding `folder`, or (None, None)."
+    import subprocess
+    try:
+        run = lambda *a: subprocess.run(["git", "-C", str(folder), *a], capture_output=True, text=True, timeout=10)
+        head = run("rev-parse", "HEAD")
+        if head.returncode: return None, None
+        return head.stdout.strip(), bool(run("status", "--porcelain", "--untracked-files=no").stdout.strip())
+    except (OSError, subprocess.SubprocessError): return None, None
+
+def run_info(command: str | None = None) -> dict:
+    "The command line, time, versions, git commit and threads of this process (what `run.json` records)."
+    import platform
+    import shlex
+    import sys
+    from datetime import datetime, timezone
+    import unimd
+    commit, dirty = _git_commit(Path(unimd.__file__).parent)
+    return dict(command=command or shlex.join(sys.argv), started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                unimd=unimd.__version__, python=platform.python_version(), torch=torch.__version__, numpy=np.__version__,
+                platform=platform.platform(), git_commit=commit, git_uncommitted_changes=dirty,
+                threads=torch.get_num_threads())
+
+def write_run_files(self) -> None:
+    "`config.yaml` and `run.json` (a resumed run keeps the first `run.json` and adds its own as `resumed`)."
+    if self.rank != 0: return
+    self.cfg.save(self.out_dir/"config.yaml")
+    info = dict(run_info(getattr(self, "command", None)), device=str(self.device), epochs=self.epochs,
+                epochs_label=self.epoch_label(self.epochs), world_size=self.world)
+    p = self.out_dir/"run.json"
+    if self.epoch > 0 and p.is_file(): info = dict(json.loads(p.read_text()), resumed=info)
+    p.write_text(json.dumps(info, indent=1) + "\n")
+
+def _short(v):
+    if isinstance(v, float): return float(f"{v:.4g}")
+    if isinstance(v, dict): return {k: _short(x) for k, x in v.items()}
+    return v
+
+def log_epoch(self, rec: dict) -> None:
+    "Rewrite `log.jsonl` from the history (one line per epoch, also right after a resume) and print the epoch's line."
+    if self.rank != 0: return
+    lines = [json.dumps(dict(r, of=self.epochs), default=float) for r in self.history]
+    (self.out_dir/"log.jsonl").write_text("\n".join(lines) + "\n")
+    if self.progress:
+        losses = "  ".join(f"{k} {v:.4f}" for k, v in rec.items() if k.endswith("loss"))
+        print(f"{self.epoch_label(rec['epoch'])}: {losses}  lr {rec['lr']:.3e}  {rec['time_s']:.1f}s"
+              + (f"  val {json.dumps(_short(rec['val']), default=float)}" if "val" in rec else ""), flush=True)
+
+def plot_curves(self, metrics: dict | None = None):
+    "`curves.png`: losses, learning rate and evaluation metrics per epoch (rank 0); returns its path."
+    if self.rank != 0 or not self.history: return None
+    from unimd.viz import plot_training_curves
+    fig = plot_training_curves(self.history, metrics, title=f"{self.cfg.name}: {self.epoch_label(self.epochs)}")
+    fig.savefig(self.out_dir/"curves.png", dpi=90)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return self.out_dir/"curves.png"
+
+# methods of Trainer, written after the section that explains them
+for _fn in (epoch_label, write_run_files, log_epoch, plot_curves):
+    _fn.__qualname__ = f"Trainer.{_fn.__name__}"
+    setattr(Trainer, _fn.__name__, _fn)
 
 # %% ../nbs/21_train.ipynb #d5e0418b
 def set_deterministic(threads: int | None = None):

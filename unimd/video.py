@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -21,11 +22,16 @@ from .text import (clip_model_key, default_clip_model, default_quick_gelu, load_
                         _cache_dir_from)
 
 # %% auto #0
-__all__ = ['CLIP_FEATURE_SPEC', 'VideoError', 'probe_video', 'num_steps', 'sampled_frames', 'ClipImageEncoder', 'VideoFeatures',
-           'extract_clip_features', 'save_features', 'load_features', 'extract_folder', 'write_test_video']
+__all__ = ['L2_PER_STEP', 'CLIP_FEATURE_SPEC', 'SPEC_KEYS', 'VIDEO_SUFFIXES', 'VideoError', 'probe_video', 'num_steps',
+           'sampled_frames', 'ClipImageEncoder', 'VideoFeatures', 'extract_clip_features', 'save_features',
+           'load_features', 'extract_folder', 'FeatureSpecError', 'spec_of_file', 'feature_spec_mismatches',
+           'check_feature_spec', 'list_videos', 'folder_spec', 'extract_video_folder', 'cmd_features',
+           'write_test_video', 'write_shapes_video']
 
 # %% ../nbs/61_video_features.ipynb #aa740e4f
-CLIP_FEATURE_SPEC = dict(kind="clip", model="ViT-B-32", fps=24.0, feat_stride=4, num_frames=1, dim=512)
+L2_PER_STEP = "l2 per step"   # how every loader of this project normalises features before the network
+CLIP_FEATURE_SPEC = dict(kind="clip", model="ViT-B-32", fps=24.0, feat_stride=4, num_frames=1, dim=512,
+                         normalization=L2_PER_STEP)
 
 class VideoError(DataError):
     "A video file that is missing, unreadable or empty; the message names the file."
@@ -198,6 +204,104 @@ def extract_folder(videos: Sequence, out_dir, encoder: ClipImageEncoder | None =
         out.append(target if target.exists() and not overwrite else save_features(extract_clip_features(v, encoder, **kw), out_dir))
     return out
 
+# %% ../nbs/61_video_features.ipynb #32e4bab9
+SPEC_KEYS = ("model", "fps", "feat_stride", "num_frames", "normalization")
+
+class FeatureSpecError(VideoError):
+    "Features made differently from the ones a model was trained on; the message lists each difference."
+
+def _same(a, b) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)): return math.isclose(float(a), float(b), rel_tol=1e-6)
+    return str(a) == str(b)
+
+def spec_of_file(vf: VideoFeatures) -> dict:
+    "The feature spec a loaded `VideoFeatures` declares (its model name from the stored model key)."
+    return dict(model=vf.model.split("|")[0] or None, fps=vf.fps, feat_stride=vf.feat_stride, num_frames=vf.num_frames,
+                normalization=L2_PER_STEP)
+
+def feature_spec_mismatches(trained: dict, given: dict, keys=SPEC_KEYS) -> list:
+    "'key: trained with A, given B' for every key of `keys` both specs state and on which they differ."
+    return [f"{k}: trained with {trained[k]!r}, given {given[k]!r}" for k in keys
+            if trained.get(k) not in (None, "") and given.get(k) not in (None, "") and not _same(trained[k], given[k])]
+
+def check_feature_spec(trained: dict, given: dict, where, keys=SPEC_KEYS) -> None:
+    "Raise `FeatureSpecError` naming `where` when `given` features differ from the `trained` ones."
+    bad = feature_spec_mismatches(trained, given, keys)
+    if bad:
+        raise FeatureSpecError(f"{where}: these features are not made like the model's training features ({'; '.join(bad)}). "
+                               f"Extract them again with the model's recipe, e.g. `unimd features --fps {trained.get('fps')} "
+                               f"--stride {trained.get('feat_stride')} --clip-model {trained.get('model')}`, or pass the video "
+                               f"itself (--video)")
+
+# %% ../nbs/61_video_features.ipynb #3a847c98
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp")
+
+def list_videos(videos) -> list:
+    "The video files of a folder (by extension, sorted), or the file itself; names must be unique without extension."
+    p = Path(videos)
+    if p.is_file(): return [p]
+    if not p.is_dir(): raise VideoError(f"{p}: no such folder or video file")
+    files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES)
+    if not files: raise VideoError(f"{p}: no video files (looked for {', '.join(VIDEO_SUFFIXES)})")
+    stems = {}
+    for f in files: stems.setdefault(f.stem, []).append(f.name)
+    dup = {k: v for k, v in stems.items() if len(v) > 1}
+    if dup: raise VideoError(f"{p}: several videos would write the same feature file: {dup}")
+    return files
+
+def folder_spec(encoder: ClipImageEncoder, fps: float, feat_stride: int, num_frames: int) -> dict:
+    "The recipe written to `feature_spec.json` beside extracted features."
+    return dict(kind="clip", model=encoder.model_name, extractor=encoder.key, fps=float(fps), feat_stride=int(feat_stride),
+                num_frames=int(num_frames), dim=encoder.dim, normalization=L2_PER_STEP,
+                stored="raw CLIP image embeddings; loaders L2-normalise each step")
+
+def extract_video_folder(videos, out_dir, encoder: ClipImageEncoder | None = None, fps: float = 24.0, feat_stride: int = 4,
+                         num_frames: int = 1, batch_size: int = 32, overwrite: bool = False, progress: bool = True,
+                         log=None) -> dict:
+    "Features of every video of `videos` into `out_dir` (resumable); returns {'written', 'kept', 'failed': {file: reason}}."
+    import json
+    import sys
+    from unimd.train import progress_bar
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    files = list_videos(videos)
+    encoder = encoder or ClipImageEncoder()
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    spec, spec_file = folder_spec(encoder, fps, feat_stride, num_frames), out/"feature_spec.json"
+    if spec_file.is_file() and not overwrite:
+        old = json.loads(spec_file.read_text())
+        check_feature_spec(old, spec, f"{out} (its feature_spec.json)", keys=SPEC_KEYS + ("extractor",))
+    spec_file.write_text(json.dumps(spec, indent=1) + "\n")
+    report = dict(written=[], kept=[], failed={})
+    bar = progress_bar(files, desc="videos", unit="video", disable=not progress)
+    for f in bar:
+        target = out/f"{f.stem}.npz"
+        if target.is_file() and not overwrite: report["kept"].append(f.name); continue
+        try:
+            # one bar per video only on a terminal: in a log the bar over the videos says enough
+            vf = extract_clip_features(f, encoder, fps, feat_stride, num_frames, batch_size, progress=progress and sys.stderr.isatty())
+        except VideoError as err:
+            reason = str(err).replace(f"{f}: ", "")
+            report["failed"][f.name] = reason; log(f"skipped {f.name}: {reason}"); continue
+        save_features(vf, out); report["written"].append(f.name)
+    return report
+
+# %% ../nbs/61_video_features.ipynb #18fd1537
+def cmd_features(args) -> int:
+    "`unimd features`: CLIP frame features of a folder of videos; exit status 1 when a video could not be read."
+    from unimd.settings import load_settings
+    from unimd.text import TextEncoderError
+    s = load_settings(args.settings, args.overrides)
+    try:
+        enc = ClipImageEncoder(args.clip_model, weights=args.clip_weights, seed=args.seed, device=args.device or s.device(),
+                               settings=s)
+        rep = extract_video_folder(args.videos, args.out, enc, args.fps, args.stride, args.num_frames, args.batch_size,
+                                   overwrite=args.overwrite)
+    except TextEncoderError as err:
+        print(f"unimd: {err}", file=sys.stderr); return 2
+    print(f"{args.out}: {len(rep['written'])} videos extracted, {len(rep['kept'])} already there, "
+          f"{len(rep['failed'])} unreadable  ({enc.model_name}, {args.fps:g} fps, every {args.stride} frames)")
+    return 1 if rep["failed"] else 0
+
 # %% ../nbs/61_video_features.ipynb #9bbdc638
 def write_test_video(path, seconds: float = 2.0, fps: int = 10, size=(64, 48), level_step: int = 12) -> Path:
     "A small mpeg4 video whose frame j is a flat grey of level `level_step`·j (mod 256), for tests and examples."
@@ -208,6 +312,27 @@ def write_test_video(path, seconds: float = 2.0, fps: int = 10, size=(64, 48), l
         s.width, s.height, s.pix_fmt, s.bit_rate = size[0], size[1], "yuv420p", 4_000_000
         for j in range(round(seconds * fps)):
             img = np.full((size[1], size[0], 3), (level_step * j) % 256, np.uint8)
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")): c.mux(pkt)
+        for pkt in s.encode(): c.mux(pkt)
+    return path
+
+# %% ../nbs/61_video_features.ipynb #63d3be75
+def write_shapes_video(path, events, seconds: float = 3.0, fps: int = 12, size=(64, 48), seed: int = 0) -> Path:
+    "A small mpeg4 video of a square crossing a noisy grey background during each (start s, end s, (r, g, b)) of `events`."
+    import av
+    path, rng = Path(path), np.random.default_rng(seed)
+    w, h = size
+    side = max(4, h // 3)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=fps)
+        s.width, s.height, s.pix_fmt, s.bit_rate = w, h, "yuv420p", 2_000_000
+        for j in range(round(seconds * fps)):
+            t = j / fps
+            img = rng.integers(40, 60, size=(h, w, 3), dtype=np.uint8)
+            for start, end, colour in events:
+                if start <= t < end:
+                    x = int((t - start) / max(end - start, 1e-6) * (w - side))
+                    img[h // 3:h // 3 + side, x:x + side] = colour
             for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")): c.mux(pkt)
         for pkt in s.encode(): c.mux(pkt)
     return path

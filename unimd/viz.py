@@ -12,38 +12,121 @@ import textwrap
 import pandas as pd
 
 # %% auto #0
-__all__ = ['detections_to_frame', 'plot_timeline']
+__all__ = ['GT_COLOUR', 'RANK_COLOURS', 'TASK_GROUPS', 'detections_to_frame', 'plot_timeline', 'plot_training_curves']
 
 # %% ../nbs/23_viz.ipynb #18901efd
-def detections_to_frame(dets: dict, names) -> pd.DataFrame:
-    "One video's decoded detections ({segments, scores, labels}) → (query, start, end, score), `names[label]` as query."
-    return pd.DataFrame([(names[int(l)], float(s[0]), float(s[1]), float(sc)) for s, sc, l in
-                         zip(dets["segments"].tolist(), dets["scores"].tolist(), dets["labels"].tolist())],
-                        columns=["query", "start", "end", "score"])
+GT_COLOUR = "0.25"                     # dark grey: no rank uses it
+RANK_COLOURS = ("tab:blue", "tab:orange", "tab:purple", "tab:red", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+TASK_GROUPS = {"tad": "action classes (TAD)", "mr": "sentences (MR)"}
+
+def detections_to_frame(dets: dict, names, task: str | None = None) -> pd.DataFrame:
+    "One video's decoded detections ({segments, scores, labels}) → (query, start, end, score[, task]), `names[label]` as query."
+    df = pd.DataFrame([(names[int(l)], float(s[0]), float(s[1]), float(sc)) for s, sc, l in
+                       zip(dets["segments"].tolist(), dets["scores"].tolist(), dets["labels"].tolist())],
+                      columns=["query", "start", "end", "score"])
+    return df if task is None else df.assign(task=task)
+
+def _tasks_of(*frames) -> dict:
+    "query → task from the frames' `task` columns (where they have one)."
+    out = {}
+    for df in frames:
+        if df is not None and "task" in df.columns: out.update(zip(df["query"], df["task"]))
+    return out
+
+def _score_label(ax, r, y, colour, xmax):
+    "The score beside its bar: right of it when there is room, else left of it, else inside; never outside the axes."
+    room = 0.06 * xmax                   # about the width of "0.93" at 7 pt on these figures
+    if r.end + room <= xmax: x, ha = r.end + 0.005 * xmax, "left"
+    elif r.start - room >= 0: x, ha = r.start - 0.005 * xmax, "right"
+    else: x, ha = (max(r.start, 0) + min(r.end, xmax)) / 2, "center"
+    ax.text(x, y, f"{r.score:.2f}", fontsize=7, va="center", ha=ha, color=colour, clip_on=True,
+            bbox=dict(fc="white", ec="none", pad=0.3, alpha=0.8) if ha == "center" else None)
 
 def plot_timeline(pred: pd.DataFrame, gt: pd.DataFrame | None = None, queries=None, top_k: int = 3,
                   duration: float | None = None, title: str | None = None, ax=None):
-    "Draw ground truth (solid) and the `top_k` predictions (outlined, with scores) of each query; returns the Axes."
+    """One row per query: ground truth (solid, dark grey) and the `top_k` predictions (outlined, one lane and colour
+    per rank, score beside each). With a `task` column ('tad'/'mr') classes and sentences form two labelled groups."""
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    from matplotlib.transforms import blended_transform_factory
     if queries is None:
         queries = list(dict.fromkeys(([] if gt is None else gt["query"].tolist()) + pred.sort_values("score", ascending=False)["query"].tolist()))
-    queries = list(queries)
-    if ax is None: _, ax = plt.subplots(figsize=(11, 0.55 * len(queries) + 1.2))
-    gt_label = "ground truth"          # one legend entry, however many ground-truth bars
+    tasks = _tasks_of(pred, gt)
+    order = list(TASK_GROUPS)
+    queries = sorted(queries, key=lambda q: order.index(tasks[q]) if tasks.get(q) in order else len(order))   # stable
+    if ax is None: _, ax = plt.subplots(figsize=(11, 0.24 * (top_k + 1) * len(queries) + 1.6))
+    ends = [0.0] + pred["end"].tolist() + ([] if gt is None else gt["end"].tolist())
+    xmax = duration or 1.02 * max(ends)
+    lane = 0.9 / (top_k + 1)                                      # lane 0: ground truth, lane k: rank k
+    centre = lambda y, j: y - 0.45 + lane * (j + 0.5)
     for y, q in enumerate(queries):
         if gt is not None:
             for r in gt[gt["query"] == q].itertuples():
-                ax.barh(y, r.end - r.start, left=r.start, height=0.35, color="tab:green", alpha=0.8, label=gt_label)
-                gt_label = None
+                ax.barh(centre(y, 0), r.end - r.start, left=r.start, height=0.85 * lane, color=GT_COLOUR)
         top = pred[pred["query"] == q].nlargest(top_k, "score")
         for k, r in enumerate(top.itertuples()):
-            ax.barh(y + 0.38, r.end - r.start, left=r.start, height=0.3, fill=False, edgecolor=f"C{k}", lw=1.5)
-            ax.text(r.start, y + 0.38, f"{r.score:.2f}", fontsize=7, va="center", ha="left", color=f"C{k}")
+            c = RANK_COLOURS[k % len(RANK_COLOURS)]
+            ax.barh(centre(y, k + 1), r.end - r.start, left=r.start, height=0.8 * lane, fill=False, edgecolor=c, lw=1.5)
+            _score_label(ax, r, centre(y, k + 1), c, xmax)
+    groups = [(t, [i for i, q in enumerate(queries) if tasks.get(q) == t]) for t in order]
+    groups = [(t, rows) for t, rows in groups if rows]
+    if len(groups) > 1 or (groups and len(groups[0][1]) < len(queries)):
+        side = blended_transform_factory(ax.transAxes, ax.transData)
+        for g, (t, rows) in enumerate(groups):
+            if g % 2: ax.axhspan(rows[0] - 0.5, rows[-1] + 0.5, color="0.93", zorder=0)
+            if g: ax.axhline(rows[0] - 0.5, color="0.4", lw=1, ls="--")
+            ax.text(1.005, (rows[0] + rows[-1]) / 2, TASK_GROUPS[t], transform=side, rotation=-90, va="center",
+                    ha="left", fontsize=8, color="0.3")
     ax.set_yticks(range(len(queries)), ["\n".join(textwrap.wrap(str(q), 40)) for q in queries], fontsize=8)
-    ax.invert_yaxis()
+    for lbl, q in zip(ax.get_yticklabels(), queries):
+        if tasks.get(q) == "mr": lbl.set_style("italic")
+    ax.set_ylim(len(queries) - 0.5, -0.5)
+    ax.set_xlim(0, xmax)
     ax.set_xlabel("time (s)")
-    if duration: ax.set_xlim(0, duration)
-    if title: ax.set_title(title)
-    if gt is not None: ax.legend(loc="upper right", fontsize=8)
+    handles = ([Patch(color=GT_COLOUR, label="ground truth")] if gt is not None else []) + \
+              [Patch(fill=False, edgecolor=RANK_COLOURS[k % len(RANK_COLOURS)], lw=1.5, label=f"rank {k + 1}")
+               for k in range(top_k)]
+    ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=len(handles), fontsize=8, frameon=False)
+    if title: ax.set_title(title, pad=22)
     ax.figure.tight_layout()
     return ax
+
+# %% ../nbs/23_viz.ipynb #b862e1cc
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict): out.update(_flat(v, f"{prefix}{k} "))
+        elif isinstance(v, (int, float)): out[f"{prefix}{k}"] = float(v)
+    return out
+
+def _headline(keys) -> list:
+    "The metrics worth a line: average mAP and R@1 (up to 6), else the first 6."
+    keys = list(keys)
+    pick = [k for k in keys if k.endswith("mAP") or "R@1," in k or "R1@" in k or k.endswith("mIoU")]
+    return (pick or keys)[:6]
+
+def plot_training_curves(history: list, metrics: dict | None = None, title: str | None = None):
+    "Losses, learning rate and evaluation metrics per epoch from `Trainer.history` (and the final `metrics`); returns the Figure."
+    import matplotlib.pyplot as plt
+    epochs = [r["epoch"] for r in history]
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.4))
+    for k in [k for k in history[0] if k.endswith("loss")]:
+        a.plot(epochs, [r.get(k, float("nan")) for r in history], marker=".", label=k.replace("_", " "))
+    a.set(title="training losses (epoch means)", xlabel="epoch"); a.legend(fontsize=7)
+    b.plot(epochs, [r["lr"] for r in history], marker=".", color="tab:green")
+    b.set(title="learning rate (last update of the epoch)", xlabel="epoch"); b.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    val = [(r["epoch"], _flat(r["val"])) for r in history if r.get("val")]
+    final = _flat(metrics or {})
+    keys = _headline(dict.fromkeys([k for _, v in val for k in v] + list(final)))
+    for i, k in enumerate(keys):
+        col = f"C{i}"
+        pts = [(e, 100 * v[k]) for e, v in val if k in v]
+        if pts: c.plot(*zip(*pts), marker=".", color=col, label=k)
+        if k in final: c.plot([epochs[-1]], [100 * final[k]], marker="*", ms=11, color=col, ls="none", label=None if pts else k)
+    c.set(title="evaluation (%; ★ final, EMA model)", xlabel="epoch")
+    if keys: c.legend(fontsize=7)
+    else: c.text(0.5, 0.5, "not evaluated", ha="center", va="center", transform=c.transAxes)
+    for x in (a, b, c): x.set_xlim(0.5, max(epochs) + 0.5)
+    if title: fig.suptitle(title)
+    fig.tight_layout()
+    return fig
