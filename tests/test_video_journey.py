@@ -75,6 +75,27 @@ def write_project(root):
     return held_out
 
 
+def check_run_folder(run, printed):
+    "The run folder of the training above: resolved config, command, versions, per-epoch log with the real lr, curves."
+    from unimd.config import load_config
+    from unimd.train import warmup_cosine
+    assert {p.name for p in run.iterdir()} == {"config.yaml", "run.json", "log.jsonl", "curves.png", "last.pt"}
+    cfg = load_config(run/"config.yaml")              # reusable with --config: the same resolved config
+    ck = torch.load(run/"last.pt", map_location="cpu", weights_only=False)
+    assert cfg.to_dict() == ck["config"] and cfg.train.epochs == 2 and cfg.train.warmup_epochs == 1
+    info = json.loads((run/"run.json").read_text())
+    assert info["command"].startswith("unimd train --config ") and info["torch"] == torch.__version__
+    assert "git_commit" in info and info["epochs_label"] == "epoch 3/3 (2 + 1 warm-up)"
+    log = [json.loads(l) for l in (run/"log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3] and all(r["of"] == 3 for r in log)
+    # the lr of each epoch's last update: 3 training videos, batch 1 → 3 updates per epoch, 1 warm-up epoch
+    f = warmup_cosine(3, 9, cfg.train.eta_min / cfg.train.learning_rate)
+    assert [r["lr"] for r in log] == pytest.approx([cfg.train.learning_rate * f(s) for s in (2, 5, 8)])
+    assert log[0]["lr"] == pytest.approx(1e-3) and log[2]["lr"] > 0
+    assert "epoch 3/3 (2 + 1 warm-up): loss" in printed
+    assert (run/"curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_own_videos_to_moments(tmp_path, capsys, one_torch_thread):
     held_out = write_project(tmp_path)
     ini = ["--settings", str(tmp_path/"settings.ini")]
@@ -99,8 +120,7 @@ def test_own_videos_to_moments(tmp_path, capsys, one_torch_thread):
     fs = ck["meta"]["feature_spec"]
     assert (fs["kind"], fs["model"], fs["fps"], fs["feat_stride"], fs["num_frames"], fs["normalization"]) == \
         ("clip", "ViT-B-32", 24, 4, 1, "l2 per step")
-    assert {p.name for p in run.iterdir()} >= {"config.yaml", "run.json", "log.jsonl", "curves.png", "last.pt"}
-    capsys.readouterr()
+    check_run_folder(run, capsys.readouterr().out)
     # 3. predict on a video the model never saw: detections of its classes, inside the video
     csv = tmp_path/"detections.csv"
     assert main(["predict", "--ckpt", str(run/"last.pt"), "--video", str(held_out), "--clip-weights", "random",

@@ -21,11 +21,11 @@ from .data import (DataError, TaskAnnotation, VideoDataset, VideoSample, check_s
                         register_dataset, sec_to_grid)
 
 # %% auto #0
-__all__ = ['SEGMENT_RULES', 'COMMON_OPTIONS', 'ADAPTERS', 'VideoRecord', 'merge_records', 'feature_shape', 'read_features',
-           'FeatureSource', 'VideoFeatures', 'ClassEmbeddings', 'QueryEmbeddings', 'FileReport', 'find_missing',
-           'clean_segments', 'limit_to_features', 'PairedIndex', 'FeaturesOnDisk', 'FeatureDataset', 'DatasetAdapter',
-           'register_adapter', 'get_adapter', 'build', 'check_files', 'format_report', 'cmd_data_check',
-           'write_fake_files']
+__all__ = ['SEGMENT_RULES', 'COMMON_OPTIONS', 'ADAPTERS', 'FILE_CHECKS', 'VideoRecord', 'merge_records', 'feature_shape',
+           'read_features', 'FeatureSource', 'VideoFeatures', 'ClassEmbeddings', 'QueryEmbeddings', 'FileReport',
+           'find_missing', 'clean_segments', 'limit_to_features', 'PairedIndex', 'FeaturesOnDisk', 'FeatureDataset',
+           'DatasetAdapter', 'register_adapter', 'get_adapter', 'build', 'unlisted_reports', 'check_files',
+           'format_report', 'cmd_data_check', 'write_fake_files']
 
 # %% ../nbs/40_datasets.ipynb #624b829c
 @dataclass
@@ -269,6 +269,7 @@ class FileReport:
     expected: int
     missing: list = field(default_factory=list)
     videos_missing: list = field(default_factory=list)
+    unlisted: bool = False    # names unknown: counted from the dataset's published size, the annotations being absent
 
     @property
     def found(self) -> int: return self.expected - len(self.missing)
@@ -456,6 +457,8 @@ class DatasetAdapter:
     splits = {}                # accepted split name (lower case) → official split name
     tasks = ("tad", "mr")      # tasks the dataset has
     grid = {}                  # default fps / feat_stride / num_frames (fps None: from the annotation file)
+    sizes = {}                 # split → {"features": videos, "mr": videos with sentences} of the published dataset,
+                               # to count the files a split needs before its annotation files are there
     extra_options = {}         # dataset-specific options and their defaults
     segment_rule = "official"
     feature_description = ""   # what the features are, for feature_spec
@@ -645,17 +648,44 @@ def build(adapter: DatasetAdapter, options: dict | None, split: str, settings=No
     return ds.check(text_dim=o["text_dim"])
 
 # %% ../nbs/40_datasets.ipynb #d9484fa1
+def unlisted_reports(adapter, settings, split: str, o: dict) -> list:
+    "Without a split's annotations: the class-embedding file, and the feature and MR-embedding files counted from `adapter.sizes`."
+    from unimd.settings import SettingsError
+    out, n = [], adapter.sizes.get(split, {})
+    ce = adapter.class_embeddings(settings, o) if "tad" in o["tasks"] else None
+    if ce is not None:
+        out.append(FileReport(split, "TAD class embeddings", str(ce.path), 1, [] if Path(ce.path).is_file() else [Path(ce.path).name]))
+    try:
+        feats = adapter.features(settings, o)
+        qe = adapter.query_embeddings(settings, split, o) if "mr" in o["tasks"] else None
+    except SettingsError: return out
+    vf = feats.get("tad") if "tad" in o["tasks"] else feats.get("mr")
+    for s in (vf.sources if vf is not None and n.get("features") else []):
+        out.append(FileReport(split, f"{s.kind} features", str(s.folder), n["features"], ["?"] * n["features"], unlisted=True))
+    if qe is not None and n.get("mr"):
+        out.append(FileReport(split, "MR embedding", str(qe.folder), n["mr"], ["?"] * n["mr"], unlisted=True))
+    return out
+
+FILE_CHECKS: dict = {}   # datasets that are not adapters (built from other files): name → f(settings, splits) → FileReports
+
 def check_files(name: str, settings=None, splits=None, options: dict | None = None) -> list:
     "`FileReport`s of every split (or `splits`) of dataset `name`: annotations, class embeddings, features, MR embeddings."
     from unimd.settings import SettingsError, load_settings
     settings = settings or load_settings()
+    if name not in ADAPTERS and name not in FILE_CHECKS:
+        try: get_adapter(name)                     # imports the dataset modules, which register their checks
+        except DataError:
+            if name not in FILE_CHECKS:
+                raise DataError(f"unknown dataset {name!r}; datasets with files to check: {sorted(set(ADAPTERS) | set(FILE_CHECKS))}") from None
+    if name in FILE_CHECKS: return FILE_CHECKS[name](settings, splits)
     a = get_adapter(name)
     o = a.options(options)
     out = []
     for split in [a.split(s) for s in splits] if splits else a.all_splits():
         try: records, _ = a.annotations(settings, split, o)
         except SettingsError as e:
-            out.append(FileReport(split, "annotations", str(e), 1, ["(see location)"])); continue
+            out.append(FileReport(split, "annotations", str(e), 1, ["(see location)"]))
+            out += unlisted_reports(a, settings, split, o); continue
         out.append(FileReport(split, "annotations", f"{len(records)} videos: {sum(r.has_tad for r in records)} labelled for TAD, "
                                                     f"{sum(r.has_mr for r in records)} for MR", 1))
         if "tad" in o["tasks"]:
@@ -674,7 +704,8 @@ def format_report(reports: list, n_show: int = 2) -> str:
     "The reports as a fixed-width table."
     rows = [("split", "kind", "expected", "found", "missing", "location / first missing")]
     for r in reports:
-        loc = r.location if not r.missing or r.missing == ["(see location)"] else \
+        loc = f"{r.location} (names come from the annotations: not listable until they are present)" if r.unlisted else \
+            r.location if not r.missing or r.missing == ["(see location)"] else \
             f"{r.location}: " + ", ".join(r.missing[:n_show]) + (", ..." if len(r.missing) > n_show else "")
         rows.append((r.split, r.kind, str(r.expected), str(r.found), str(len(r.missing)), loc))
     w = [max(len(row[i]) for row in rows) for i in range(5)]
@@ -690,7 +721,10 @@ def cmd_data_check(args) -> int:
     print(f"{args.dataset}: settings {s.path}")
     print(format_report(reports))
     n = sum(len(r.missing) for r in reports)
-    print("all files found" if n == 0 else f"{n} file(s) missing")
+    unlisted = sum(len(r.missing) for r in reports if r.unlisted)
+    print("all files found" if n == 0 else f"{n} file(s) missing" + (
+        f" ({unlisted} of them counted from the dataset's published size: their names cannot be listed until the "
+        f"annotation files are present)" if unlisted else ""))
     return 0 if n == 0 else 1
 
 

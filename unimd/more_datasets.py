@@ -37,6 +37,7 @@ class Thumos14(DatasetAdapter):
     "THUMOS14 (TAD, 20 classes) in ActionFormer's format."
     name, section, tasks = "thumos14", "thumos14", ("tad",)
     splits = {"validation": "validation", "train": "validation", "test": "test", "val": "test"}
+    sizes = {"validation": {"features": 200}, "test": {"features": 212}}      # ActionFormer's thumos14.json
     grid = dict(fps=None, feat_stride=4, num_frames=16)
     feature_description = "I3D rgb+flow (ActionFormer), 16-frame windows, stride 4 @ 30 fps"
     num_classes = 20
@@ -133,6 +134,7 @@ class TACoS(DatasetAdapter):
     "TACoS (MR) in 2D-TAN's format."
     name, section, tasks = "tacos", "tacos", ("mr",)
     splits = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+    sizes = {s: {"features": n, "mr": n} for s, n in (("train", 75), ("val", 27), ("test", 25))}   # 2D-TAN's split files
     grid = dict(fps=None, feat_stride=16, num_frames=16)
     segment_rule = "clip"
     feature_description = "C3D (TALL), 16-frame windows"

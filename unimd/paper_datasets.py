@@ -177,6 +177,8 @@ class Charades(DatasetAdapter):
     grid = dict(fps=24, feat_stride=4, num_frames=16)
     extra_options = dict(features="i3d", clip_model="ViT-B-32")
     num_classes = 157
+    # Charades v1 videos per split (features) and those with Charades-STA sentences (MR embeddings)
+    sizes = {"Train": {"features": 7985, "mr": 5338}, "Test": {"features": 1863, "mr": 1334}}
     tious = np.linspace(0.3, 0.7, 5)
 
     @property

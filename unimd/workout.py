@@ -22,8 +22,9 @@ from .synth import SynthDataset
 from .text import TextEncoder, TextEncoderError
 
 # %% auto #0
-__all__ = ['WORKOUT_ANNOTATIONS', 'StitchSpec', 'WorkoutClip', 'load_workout_clips', 'split_clips', 'WorkoutTextEncoder',
-           'stitch_sequence', 'compose_queries', 'WorkoutStitchDataset', 'make_workout_stitch']
+__all__ = ['WORKOUT_ANNOTATIONS', 'WORKOUT_CLIPS', 'StitchSpec', 'WorkoutClip', 'load_workout_clips', 'split_clips',
+           'WorkoutTextEncoder', 'stitch_sequence', 'compose_queries', 'WorkoutStitchDataset', 'make_workout_stitch',
+           'check_workout_files']
 
 # %% ../nbs/44_workout.ipynb #e3d2db92
 @dataclass
@@ -217,3 +218,27 @@ def _build(data_cfg, split, settings=None):
     s = {"train": "train", "training": "train", "test": "test", "val": "test", "validation": "test"}.get(str(split).lower())
     if s is None: raise DataError(f"workout_stitch: unknown split {split!r}; expected train or test")
     return make_workout_stitch(folder, s, spec, seed)
+
+# %% ../nbs/44_workout.ipynb #7510e556
+WORKOUT_CLIPS = 505   # clips of the published set (21 exercises)
+
+def check_workout_files(settings, splits=None) -> list:
+    "`FileReport`s of the Workout clips folder (`[workout_stitch] clips`): the annotation file and one feature file per clip."
+    from unimd.datasets import FileReport
+    folder = settings.path_of("workout_stitch", "clips", must_exist=False)
+    ann = Path(folder)/WORKOUT_ANNOTATIONS
+    if not ann.is_file():
+        return [FileReport("all", "annotations", str(folder), 1, [WORKOUT_ANNOTATIONS]),
+                FileReport("all", "i3d features", str(Path(folder)/"i3d_features"), WORKOUT_CLIPS, ["?"] * WORKOUT_CLIPS,
+                           unlisted=True)]
+    clips = sorted(json.loads(ann.read_text())["database"])
+    missing = [f"{c}.npy" for c in clips if not (Path(folder)/"i3d_features"/f"{c}.npy").is_file()]
+    return [FileReport("all", "annotations", f"{ann} ({len(clips)} clips)", 1),
+            FileReport("all", "i3d features", str(Path(folder)/"i3d_features"), len(clips), missing,
+                       [m[:-4] for m in missing])]
+
+def _register_check():
+    from unimd.datasets import FILE_CHECKS
+    FILE_CHECKS["workout_stitch"] = check_workout_files
+
+_register_check()
