@@ -106,8 +106,8 @@ class Detector:
         kind = fs.get("kind")
         if kind == "mdsynth":
             raise DetectError(f"{path}: this checkpoint was trained on MD-Synth, whose features are synthetic vectors: no "
-                              f"video can be turned into them. Pass a feature array (T, {self.model.cfg.input_dim}) or an "
-                              f"MD-Synth VideoSample instead")
+                              f"video can be turned into them. Pass its features instead (--features FILE, (T, {self.model.cfg.input_dim})), "
+                              f"or use a model trained on CLIP frame features (e.g. configs/charades_clip.yaml) for videos")
         if kind != "clip":
             raise DetectError(f"{path}: the checkpoint's features are {kind or 'of unknown kind'!s} "
                               f"({self.model.cfg.input_dim}-d); only CLIP frame features can be computed here. Extract "

@@ -29,8 +29,7 @@ from .model import UniMD
 
 # %% auto #0
 __all__ = ['PLANNERS', 'param_groups', 'warmup_cosine', 'EMA', 'plan_individual', 'plan_random', 'epochs_run', 'progress_bar',
-           'evaluate', 'Trainer', 'epoch_label', 'run_info', 'write_run_files', 'log_epoch', 'plot_curves',
-           'set_deterministic']
+           'evaluate', 'Trainer', 'run_info', 'set_deterministic']
 
 # %% ../nbs/21_train.ipynb #cfd6f0de
 def param_groups(model: nn.Module, weight_decay: float) -> list:
@@ -291,7 +290,7 @@ class Trainer:
                         tasks=self.cfg.train.tasks)
 
 # %% ../nbs/21_train.ipynb #b1ed05c3
-def epoch_label(self, epoch: int) -> str:
+def _epoch_label(self, epoch: int) -> str:
     "'epoch 3/3 (2 + 1 warm-up)': the epoch, the epochs run, and how the schedule splits them."
     tc = self.cfg.train
     split = f"{tc.epochs} + {tc.warmup_epochs} warm-up"
@@ -320,7 +319,7 @@ def run_info(command: str | None = None) -> dict:
                 platform=platform.platform(), git_commit=commit, git_uncommitted_changes=dirty,
                 threads=torch.get_num_threads())
 
-def write_run_files(self) -> None:
+def _write_run_files(self) -> None:
     "`config.yaml` and `run.json` (a resumed run keeps the first `run.json` and adds its own as `resumed`)."
     if self.rank != 0: return
     self.cfg.save(self.out_dir/"config.yaml")
@@ -335,7 +334,7 @@ def _short(v):
     if isinstance(v, dict): return {k: _short(x) for k, x in v.items()}
     return v
 
-def log_epoch(self, rec: dict) -> None:
+def _log_epoch(self, rec: dict) -> None:
     "Rewrite `log.jsonl` from the history (one line per epoch, also right after a resume) and print the epoch's line."
     if self.rank != 0: return
     lines = [json.dumps(dict(r, of=self.epochs), default=float) for r in self.history]
@@ -345,7 +344,7 @@ def log_epoch(self, rec: dict) -> None:
         print(f"{self.epoch_label(rec['epoch'])}: {losses}  lr {rec['lr']:.3e}  {rec['time_s']:.1f}s"
               + (f"  val {json.dumps(_short(rec['val']), default=float)}" if "val" in rec else ""), flush=True)
 
-def plot_curves(self, metrics: dict | None = None):
+def _plot_curves(self, metrics: dict | None = None):
     "`curves.png`: losses, learning rate and evaluation metrics per epoch (rank 0); returns its path."
     if self.rank != 0 or not self.history: return None
     from unimd.viz import plot_training_curves
@@ -356,8 +355,8 @@ def plot_curves(self, metrics: dict | None = None):
     return self.out_dir/"curves.png"
 
 # methods of Trainer, written after the section that explains them
-for _fn in (epoch_label, write_run_files, log_epoch, plot_curves):
-    _fn.__qualname__ = f"Trainer.{_fn.__name__}"
+for _fn in (_epoch_label, _write_run_files, _log_epoch, _plot_curves):
+    _fn.__name__ = _fn.__name__[1:]; _fn.__qualname__ = f"Trainer.{_fn.__name__}"
     setattr(Trainer, _fn.__name__, _fn)
 
 # %% ../nbs/21_train.ipynb #d5e0418b

@@ -113,6 +113,7 @@ def plot_training_curves(history: list, metrics: dict | None = None, title: str 
     for k in [k for k in history[0] if k.endswith("loss")]:
         a.plot(epochs, [r.get(k, float("nan")) for r in history], marker=".", label=k.replace("_", " "))
     a.set(title="training losses (epoch means)", xlabel="epoch"); a.legend(fontsize=7)
+    if all(r.get(k, 1) > 0 for r in history for k in r if k.endswith("loss")): a.set_yscale("log")
     b.plot(epochs, [r["lr"] for r in history], marker=".", color="tab:green")
     b.set(title="learning rate (last update of the epoch)", xlabel="epoch"); b.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     val = [(r["epoch"], _flat(r["val"])) for r in history if r.get("val")]
@@ -126,7 +127,8 @@ def plot_training_curves(history: list, metrics: dict | None = None, title: str 
     c.set(title="evaluation (%; ★ final, EMA model)", xlabel="epoch")
     if keys: c.legend(fontsize=7)
     else: c.text(0.5, 0.5, "not evaluated", ha="center", va="center", transform=c.transAxes)
-    for x in (a, b, c): x.set_xlim(0.5, max(epochs) + 0.5)
+    from matplotlib.ticker import MaxNLocator
+    for x in (a, b, c): x.set_xlim(0.5, max(epochs) + 0.5); x.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title: fig.suptitle(title)
     fig.tight_layout()
     return fig
