@@ -564,10 +564,10 @@ def eval_qvhighlights(predictions, ground_truth, max_pred_windows: int | None = 
 QVH_CODALAB_FILES = {"val": "hl_val_submission.jsonl", "test": "hl_test_submission.jsonl"}
 
 def write_jsonl(lines, path) -> Path:
-    "One JSON object per line, in the order given (the layout of the official prediction files)."
+    "One JSON object per line, in the order given, no newline after the last: the layout of the official files."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(d) + "\n" for d in lines), encoding="utf8")
+    path.write_text("\n".join(json.dumps(d) for d in lines), encoding="utf8")
     return path
 
 def _line_problems(d, where: str, gt: dict | None) -> list:
@@ -622,7 +622,7 @@ def write_codalab_submission(path, val_lines, test_lines, val_annotations, test_
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, lines in parts.items(): z.writestr(name, "".join(json.dumps(d) + "\n" for d in lines))
+        for name, lines in parts.items(): z.writestr(name, "\n".join(json.dumps(d) for d in lines))
     return path
 
 def qvh_ground_truth_as_predictions(ground_truth) -> list:
