@@ -212,3 +212,55 @@ def test_train_evaluate_submit(qvh_fixture, tmp_path, capsys):
                  "--set", f"qvhighlights.test_annotations={root/'qvhighlights'/'highlight_test_with_gt.jsonl'}"]) == 0
     assert list(json.loads((out2/"test_metrics.json").read_text())["brief"]) == BRIEF_KEYS
     print("\nfixture run (val, official brief):", json.dumps(official["brief"]), f"\n{time.time() - t0:.1f} s")
+
+
+def test_saliency_labels_and_the_optional_loss(qvh_fixture, tmp_path):
+    root, s = qvh_fixture
+    cfg = load_config(ROOT/"configs"/"qvhighlights.yaml", {**TINY, "train": {**TINY["train"], "epochs": 1, "saliency_loss_weight": 1.0}})
+    tr = build_dataset(cfg.data, "train", s)
+    gt = {d["qid"]: d for d in _load_jsonl(FIX/"highlight_train_release.jsonl", "x")}
+    for smp in tr.samples:
+        r = tr.records[smp.video_id]
+        for i, q in enumerate(tr.mr_kept.get(smp.video_id, range(len(r.mr_texts)))):
+            want = qvh_clip_labels(gt[r.mr_info[q]["qid"]]).sum(1)     # summed annotators' scores per clip = per step
+            got = smp.mr.saliency[i]
+            assert torch.equal(got[:len(want)], torch.tensor(want, dtype=torch.float32)) and (got[len(want):] == -1).all()
+    assert cfg.train.saliency_loss_weight == 1.0 and load_config(ROOT/"configs"/"qvhighlights.yaml").train.saliency_loss_weight == 0
+    set_deterministic(1)
+    t = Trainer(cfg, tr, tmp_path/"run", progress=False)
+    batch = t._batch([(0, 0, ["mr"]), (1, 1, ["mr"])], 0, 0)
+    assert batch.tasks["mr"].saliency.shape == (2, batch.tasks["mr"].num_queries, batch.feats.shape[-1])
+    res = t.loss(t.net(batch), batch)
+    assert torch.isfinite(res["saliency"]) and res["saliency"] > 0
+    off = t.loss.__class__(cfg.train.__class__(**{**cfg.train.__dict__, "saliency_loss_weight": 0.0}), t.model.strides,
+                           cfg.model.regression_range, 1)
+    assert "saliency" not in off(t.net(batch), batch)
+    t.fit(evaluate_at_end=False)
+
+
+def test_detect_saliency_matches_the_submission(qvh_fixture, tmp_path):
+    "Detector.detect(saliency=True) gives the clip saliency the evaluation writes, whole-video and (close) windowed."
+    from unimd.detect import Detector, load_detector
+    root, s = qvh_fixture
+    cfg = load_config(ROOT/"configs"/"qvhighlights.yaml", {**TINY, "train": {**TINY["train"], "epochs": 1}})
+    set_deterministic(1)
+    tr, va = build_dataset(cfg.data, "train", s), build_dataset(cfg.data, "val", s)
+    t = Trainer(cfg, tr, tmp_path/"run", va, progress=False)
+    t.fit(evaluate_at_end=False)
+    from unimd.more_datasets import qvhighlights_lines
+    from unimd.train import evaluate
+    _, preds = evaluate(t.ema.module, va, cfg, tasks=("mr",))
+    lines = {d["qid"]: d for d in qvhighlights_lines(va, preds["mr"])}
+    smp = va[0]
+    emb = dict(zip(smp.mr.texts, smp.mr.queries))
+
+    class Stored:                                   # the run's sentence embeddings stand in for a text encoder
+        def encode(self, texts): return torch.stack([emb[x] for x in texts])
+    det = load_detector(tmp_path/"run"/"last.pt", text_encoder=Stored())
+    res, sal = det.detect(smp, queries=smp.mr.texts, classes=[], saliency=True, progress=False)
+    r = va.records[smp.video_id]
+    for i, q in enumerate(va.mr_kept.get(smp.video_id, range(len(r.mr_texts)))):
+        mine = sal[sal["query"] == smp.mr.texts[i]]["saliency"].to_numpy()
+        assert np.allclose(mine, lines[r.mr_info[q]["qid"]]["pred_saliency_scores"], atol=1e-6)
+    _, win = det.detect(smp, queries=smp.mr.texts, classes=[], saliency=True, window=32, overlap=0.5, progress=False)
+    assert win.shape == sal.shape and win["saliency"].between(0, 1).all()

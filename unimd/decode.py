@@ -12,7 +12,7 @@ import torch
 from .nms import _hard, batched_nms, nms_groups, seg_voting
 
 # %% auto #0
-__all__ = ['candidates', 'to_seconds', 'decode_task', 'step_saliency_logits', 'step_saliency', 'clip_saliency', 'predict']
+__all__ = ['candidates', 'to_seconds', 'decode_task', 'step_saliency', 'clip_saliency', 'predict']
 
 # %% ../nbs/19_decode.ipynb #75d70687
 def candidates(out, tb, strides, test_cfg):
@@ -71,20 +71,9 @@ def decode_task(out, tb, meta, strides, test_cfg) -> list:
     return results
 
 # %% ../nbs/19_decode.ipynb #123712ae
-def step_saliency_logits(out) -> torch.Tensor:
-    "(b, T_0, Q): for every finest-level step and query, the highest classification logit over the pyramid levels, each read at its point nearest to the step."
-    T0 = out.cls_logits[0].shape[1]
-    t = torch.arange(T0, device=out.cls_logits[0].device)
-    best = None
-    for logits in out.cls_logits:
-        s = max(1, T0 // logits.shape[1])                   # the level's stride in finest-level steps
-        x = logits[:, ((t + s // 2) // s).clamp(max=logits.shape[1] - 1)]
-        best = x if best is None else torch.maximum(best, x)
-    return best
-
 def step_saliency(out) -> torch.Tensor:
-    "(b, T_0, Q) saliency in [0, 1]: the sigmoid of `step_saliency_logits`, 0 on padding steps."
-    return torch.sigmoid(step_saliency_logits(out)) * out.masks[0][:, :, None]
+    "(b, T_0, Q) saliency in [0, 1] of a `TaskOutput`: the sigmoid of its `saliency_logits`, 0 on padding steps."
+    return torch.sigmoid(out.saliency_logits()) * out.masks[0][:, :, None]
 
 def clip_saliency(step_scores, fps, feat_stride, num_frames, duration, clip_length: float = 2.0) -> torch.Tensor:
     """(Q, T) step saliency of one video → (Q, C), C = duration // clip_length clips (at least 1): the highest score

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .data import DataError
 from .datasets import (ClassEmbeddings, DatasetAdapter, FeatureSource, QueryEmbeddings, VideoFeatures, VideoRecord,
@@ -96,7 +97,26 @@ class QVHighlights(DatasetAdapter):
     def _jsonl(self, settings, split): return self.path(settings, f"{split}_annotations", kind="file")
 
     def annotations(self, settings, split, o, counts=None):
-        return read_qvhighlights(self._jsonl(settings, split)), None
+        path = self._jsonl(settings, split)
+        self._clip_scores = getattr(self, "_clip_scores", {})
+        with open(path, encoding="utf-8") as f:       # the annotators' scores per 2-s clip, summed (0-12), by qid
+            for line in f:
+                d = json.loads(line) if line.strip() else {}
+                if "saliency_scores" in d: self._clip_scores[d["qid"]] = _evaluators().qvh_clip_labels(d).sum(1)
+        return read_qvhighlights(path), None
+
+    def mr_saliency(self, rec, queries, T, grid):
+        scores = getattr(self, "_clip_scores", {})
+        qids = [rec.mr_info[q]["qid"] for q in queries]
+        if not any(q in scores for q in qids): return None
+        fps, stride, nf = grid
+        clip = np.floor((np.arange(T) * stride + 0.5 * nf) / fps / 2.0).astype(int)   # the 2-s clip of each step
+        out = np.full((len(qids), T), -1.0, dtype=np.float32)
+        for i, q in enumerate(qids):
+            if q not in scores: continue
+            ok = clip < len(scores[q])
+            out[i, ok] = scores[q][clip[ok]]
+        return torch.from_numpy(out)
 
     def features(self, settings, o):
         kinds = str(o["features"]).split("+")
