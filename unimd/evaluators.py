@@ -594,10 +594,11 @@ def _line_problems(d, where: str, gt: dict | None) -> list:
     return out
 
 def validate_qvhighlights_submission(lines, annotations, what: str = "submission") -> list:
-    """Check prediction lines against the official submission format and the split's annotation lines (every qid
-    once, its vid, windows inside the video, one saliency score per 2-s clip); raise `ValueError` listing the
-    problems, else return the lines."""
+    """Check prediction lines (a list or a JSONL file) against the official submission format and the split's
+    annotation lines (every qid once, with its vid; windows with 0 <= start < end; at most one saliency score per
+    2-s clip); raise `ValueError` listing the problems, else return the lines."""
     gt = {d["qid"]: d for d in _load_jsonl(annotations, "QVHighlights annotations (jsonl)")}
+    lines = _load_jsonl(lines, f"QVHighlights {what} (jsonl)")
     problems, seen = [], set()
     for n, d in enumerate(lines):
         where = f"{what}, line {n + 1} (qid {d.get('qid') if isinstance(d, dict) else '?'})"
