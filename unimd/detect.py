@@ -301,7 +301,8 @@ def cmd_predict(args) -> int:
         classes = [] if args.no_classes else (read_class_file(args.classes) if args.classes else None)
         df = det.detect(args.video or args.features, queries=args.query, classes=classes, template=args.template,
                         window=args.window, overlap=args.overlap, fps=args.fps, feat_stride=args.feat_stride,
-                        num_frames=args.num_frames, duration=args.duration, saliency=bool(args.query),
+                        num_frames=args.num_frames, duration=args.duration,
+                        saliency=bool(args.query) and bool(args.saliency or args.saliency_csv),
                         clip_length=args.clip_length)
         df, sal = df if isinstance(df, tuple) else (df, None)
     except TextEncoderError as e:
@@ -309,11 +310,11 @@ def cmd_predict(args) -> int:
     print(format_detections(df, args.top))
     if args.csv:
         df.to_csv(args.csv, index=False); print(f"wrote {len(df)} detections to {args.csv}")
-    if sal is not None:
+    if sal is not None and args.saliency:
         print(f"\nmost salient {args.clip_length:g}-s clips per sentence:")
         print(format_saliency(sal, args.top))
-        if args.saliency_csv:
-            sal.to_csv(args.saliency_csv, index=False); print(f"wrote the saliency of {len(sal)} clips to {args.saliency_csv}")
+    if sal is not None and args.saliency_csv:
+        sal.to_csv(args.saliency_csv, index=False); print(f"wrote the saliency of {len(sal)} clips to {args.saliency_csv}")
     return 0
 
 def format_saliency(sal: pd.DataFrame, top: int | None = 3) -> str:
@@ -343,6 +344,7 @@ def add_cli(sub, add_common, add_run):
     p.add_argument("--window", type=int, help="windowed inference: window length in feature steps (default: whole video)")
     p.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction (default 0.25)")
     p.add_argument("--csv", help="also write all detections to this CSV file")
+    p.add_argument("--saliency", action="store_true", help="also print each sentence's most salient clips (--top of them)")
     p.add_argument("--clip-length", type=float, default=2.0, help="saliency clip length in seconds (default 2, QVHighlights)")
     p.add_argument("--saliency-csv", help="also write every sentence's per-clip saliency (query, clip, start, end, saliency) to this CSV file")
     p.add_argument("--device", help="torch device (default: settings [general] device)")
