@@ -196,6 +196,7 @@ def test_train_evaluate_submit(qvh_fixture, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     with zipfile.ZipFile(out/"submission.zip") as z: assert z.namelist() == list(QVH_CODALAB_FILES.values())
     val_lines = _load_jsonl(out/"hl_val_submission.jsonl", "x")
+    assert "-0.0" not in (out/"hl_val_submission.jsonl").read_text()
     assert [d["qid"] for d in val_lines] == [d["qid"] for d in _load_jsonl(FIX/"highlight_val_release.jsonl", "x")]
     assert all(len(d["pred_saliency_scores"]) == int(d_gt["duration"] / 2) and 1 <= len(d["pred_relevant_windows"]) <= 10
                for d, d_gt in zip(val_lines, _load_jsonl(FIX/"highlight_val_release.jsonl", "x")))

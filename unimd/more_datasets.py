@@ -158,7 +158,9 @@ def qvhighlights_lines(ds, detections: list, max_windows: int | None = 10, clip_
         for j, q in enumerate(kept):
             mine = np.flatnonzero((labels == j) & (segs[:, 1] > segs[:, 0]))
             mine = mine[np.argsort(-scores[mine], kind="stable")][:max_windows]
-            windows = [[float(a), float(b), float(c)] for (a, b), c in zip(segs[mine], scores[mine])] or [[0.0, float(s.duration), 0.0]]
+            # + 0.0 turns the official clipping's -0.0 into 0.0
+            windows = [[float(a) + 0.0, float(b) + 0.0, float(c)] for (a, b), c in zip(segs[mine], scores[mine])]
+            windows = windows or [[0.0, float(s.duration), 0.0]]
             line = {"qid": int(r.mr_info[q]["qid"]), "query": r.mr_texts[q], "vid": s.video_id, "pred_relevant_windows": windows}
             if sal is not None: line["pred_saliency_scores"] = sal[j]
             lines.append(line)
