@@ -12,7 +12,8 @@ import textwrap
 import pandas as pd
 
 # %% auto #0
-__all__ = ['GT_COLOUR', 'RANK_COLOURS', 'TASK_GROUPS', 'detections_to_frame', 'plot_timeline', 'plot_training_curves']
+__all__ = ['GT_COLOUR', 'RANK_COLOURS', 'TASK_GROUPS', 'detections_to_frame', 'plot_timeline', 'plot_training_curves',
+           'plot_saliency']
 
 # %% ../nbs/23_viz.ipynb #18901efd
 GT_COLOUR = "0.25"                     # dark grey: no rank uses it
@@ -87,6 +88,7 @@ def plot_timeline(pred: pd.DataFrame, gt: pd.DataFrame | None = None, queries=No
               [Patch(fill=False, edgecolor=RANK_COLOURS[k % len(RANK_COLOURS)], lw=1.5, label=f"rank {k + 1}")
                for k in range(top_k)]
     ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=len(handles), fontsize=8, frameon=False)
+    ax.timeline_rows, ax.timeline_handles = {q: y for y, q in enumerate(queries)}, handles   # for `plot_saliency`
     if title: ax.set_title(title, pad=22)
     ax.figure.tight_layout()
     return ax
@@ -132,3 +134,36 @@ def plot_training_curves(history: list, metrics: dict | None = None, title: str 
     if title: fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/23_viz.ipynb #20dbfa12
+def plot_saliency(saliency: pd.DataFrame, queries=None, ax=None, band: float = 0.3, color: str = "tab:green"):
+    """Draw each query's per-clip saliency (rows query, start, end, saliency) as a step curve: on a `plot_timeline`
+    Axes behind the bars of the query's row (rows as that plot laid them out), else above row y = position in `queries`."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    queries = list(dict.fromkeys(saliency["query"])) if queries is None else list(queries)
+    new = ax is None
+    if new: _, ax = plt.subplots(figsize=(11, 0.55 * len(queries) + 1.2))
+    top = max(1.0, float(saliency["saliency"].abs().max())) if len(saliency) else 1.0
+    label = "saliency"
+    rows = getattr(ax, "timeline_rows", None)
+    for y, q in enumerate(queries):
+        c = saliency[saliency["query"] == q].sort_values("start")
+        if c.empty or (rows is not None and q not in rows): continue
+        x = np.r_[c["start"].to_numpy(float), c["end"].to_numpy(float)[-1]]
+        h = np.r_[c["saliency"].to_numpy(float), c["saliency"].to_numpy(float)[-1]] / top
+        if rows is not None:        # the whole row's height, behind its bars (which have one lane each)
+            ax.fill_between(x, rows[q] + 0.45, rows[q] + 0.45 - 0.9 * h, step="post", color=color, alpha=0.25, lw=0,
+                            zorder=0.5, label=label)
+        else: ax.fill_between(x, y - 0.2, y - 0.2 - band * h, step="post", color=color, alpha=0.45, lw=0, label=label)
+        label = None
+    if new:
+        ax.set_yticks(range(len(queries)), [str(q)[:40] for q in queries], fontsize=8)
+        ax.set_ylim(len(queries) - 0.5, -0.6)
+        ax.set_xlabel("time (s)")
+    if rows is not None:
+        from matplotlib.patches import Patch
+        handles = list(ax.timeline_handles) + [Patch(color=color, alpha=0.25, label="saliency")]
+        ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=len(handles), fontsize=8, frameon=False)
+    else: ax.legend(loc="upper right", fontsize=8)
+    return ax
