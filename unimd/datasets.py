@@ -384,14 +384,21 @@ class FeatureDataset(VideoDataset):
                             f"have shape {tuple(x.shape)} but {tuple(s.feats.shape)} when the dataset was built")
         return replace(s, feats=x)
 
-    def check(self, input_dim=None, text_dim=None):
+    def check(self, input_dim=None, text_dim=None, deep: bool = False):
+        "Validate every sample from the files' headers; `deep` also reads every feature file (NaN/Inf, truncated, unreadable)."
+        from unimd.train import progress_bar
         # thousands of small checks: one thread avoids the thread pool's overhead on each (and contention on busy machines)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
+            lazy = [i for i, s in enumerate(self.samples) if isinstance(s.feats, FeaturesOnDisk)]
             for s in self.samples:
                 if isinstance(s.feats, FeaturesOnDisk): s = replace(s, feats=torch.zeros(1, 1).expand(*s.feats.shape))
                 check_sample(s, input_dim, text_dim, where=f"{self.name}/{self.split}: ")
+            if deep:
+                for i in progress_bar(lazy, desc=f"{self.name}/{self.split}: reading features", leave=False,
+                                      disable=len(lazy) < 200):
+                    self[i]   # loading checks shape and NaN/Inf and names the file
         finally: torch.set_num_threads(threads)
         return self
 
