@@ -39,15 +39,17 @@ def _device(args, s) -> str:
 
 # %% ../nbs/99_cli.ipynb #9ccd8ec2
 def _overrides(pairs) -> dict:
-    "['train.epochs=3', ...] → {'train': {'epochs': 3}} (values parsed as YAML)."
+    "['train.epochs=3', 'data.options.size=tiny', ...] → {'train': {'epochs': 3}, 'data': {'options': {'size': 'tiny'}}} (values parsed as YAML)."
     import yaml
     out = {}
     for p in pairs or []:
         from unimd.config import ConfigError
         if "=" not in p or "." not in p.split("=", 1)[0]: raise ConfigError(f"-o {p!r}: expected section.key=value")
         k, v = p.split("=", 1)
-        sec, key = k.split(".", 1)
-        try: out.setdefault(sec, {})[key] = yaml.safe_load(v)
+        *path, key = k.split(".")   # data.options.size=tiny nests into data: {options: {size: tiny}}
+        d = out
+        for part in path: d = d.setdefault(part, {})
+        try: d[key] = yaml.safe_load(v)
         except yaml.YAMLError: raise ConfigError(f"-o {p!r}: the value is not valid YAML") from None
     return out
 
