@@ -25,7 +25,7 @@ __all__ = ['SEGMENT_RULES', 'COMMON_OPTIONS', 'ADAPTERS', 'VideoRecord', 'merge_
            'FeatureSource', 'VideoFeatures', 'ClassEmbeddings', 'QueryEmbeddings', 'FileReport', 'find_missing',
            'clean_segments', 'limit_to_features', 'read_json', 'read_database', 'label_names', 'clean_record',
            'PairedIndex', 'FeaturesOnDisk', 'FeatureDataset', 'DatasetAdapter', 'register_adapter', 'get_adapter',
-           'build', 'check_files', 'format_report', 'cmd_data_check', 'add_cli', 'write_fake_files']
+           'build', 'check_files', 'read_all_files', 'format_report', 'cmd_data_check', 'add_cli', 'write_fake_files']
 
 # %% ../nbs/40_datasets.ipynb #624b829c
 def _segments(x, video_id, what) -> np.ndarray:
@@ -776,6 +776,28 @@ def check_files(name: str, settings=None, splits=None, options: dict | None = No
         out += find_missing(records, {r.video_id: a.feature_for(r, feats, o) for r in records}, qe, split)
     return out
 
+def read_all_files(name: str, settings=None, splits=None, options: dict | None = None, progress: bool = True) -> list:
+    "Read every feature and MR-embedding file of every split (or `splits`): one `(split, problem)` per unreadable, truncated, wrongly shaped or NaN/Inf file."
+    from unimd.settings import load_settings
+    from unimd.train import progress_bar
+    settings = settings or load_settings()
+    a = get_adapter(name)
+    o = a.options(options)
+    bad = []
+    for split in [a.split(s) for s in splits] if splits else a.all_splits():
+        records, _ = a.annotations(settings, split, o)
+        feats = a.features(settings, o)
+        qe = a.query_embeddings(settings, split, o) if "mr" in o["tasks"] else None
+        for r in progress_bar(records, desc=f"{name}/{split}: reading every file", disable=not progress, leave=False):
+            vf = a.feature_for(r, feats, o)
+            if all(p.exists() for p in vf.files(r.video_id)):   # missing files are the header check's business
+                try: vf.load(r.video_id)
+                except DataError as e: bad.append((split, str(e)))
+            if qe is not None and r.has_mr and all(p.exists() for p in qe.files(r)):
+                try: qe.load(r)
+                except DataError as e: bad.append((split, str(e)))
+    return bad
+
 def format_report(reports: list, n_show: int = 2) -> str:
     "The reports as a fixed-width table."
     rows = [("split", "kind", "expected", "found", "missing", "location / first missing")]
@@ -797,7 +819,11 @@ def cmd_data_check(args) -> int:
     print(format_report(reports))
     n = sum(len(r.missing) for r in reports)
     print("all files found" if n == 0 else f"{n} file(s) missing")
-    return 0 if n == 0 else 1
+    if not args.deep: return 0 if n == 0 else 1
+    bad = read_all_files(args.dataset, s, args.split, opts)
+    for split, problem in bad: print(f"bad file ({split}): {problem}")
+    print("every file read: all readable and finite" if not bad else f"{len(bad)} bad file(s)")
+    return 0 if n == 0 and not bad else 1
 
 def add_cli(subparsers, add_common, add_run):
     "Add `unimd data check`."
@@ -809,6 +835,7 @@ def add_cli(subparsers, add_common, add_run):
     c.add_argument("--split", action="append", help="split to check (repeatable; default: all)")
     c.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a data option (data.options), YAML value, e.g. -o features=i3d+clip")
+    c.add_argument("--deep", action="store_true", help="also read every feature and embedding file (NaN/Inf, truncated, unreadable)")
     c.set_defaults(func=cmd_data_check)
 
 # %% ../nbs/40_datasets.ipynb #7ca02332
