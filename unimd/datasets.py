@@ -702,7 +702,10 @@ def build(adapter: DatasetAdapter, options: dict | None, split: str, settings=No
                for r in records]
     records = [r for r in records if r.has_tad or r.has_mr]
     videos, rule = {}, adapter.rule(split, o)
-    names = label_names(records)
+    # the loader's class list names every label id (read from the whole file); where it does not (a class average),
+    # the name the split's annotations give each id most often
+    top = max((int(r.tad_labels.max()) for r in records if r.has_tad and len(r.tad_labels)), default=-1)
+    names = dict(enumerate(class_names)) if class_names and len(class_names) > top else label_names(records)
     records = [clean_record(r, names, counts, videos, rule) for r in records]
     features = adapter.features(settings, o)
     tad_emb = adapter.class_embeddings(settings, o) if "tad" in tasks else None

@@ -110,6 +110,8 @@ class Settings:
     def __repr__(self): return f"Settings({self.path})"
 
 # %% ../nbs/00_settings.ipynb #8f171c68
+import ast
+
 def _read_ini(cp: configparser.ConfigParser, path: Path) -> None:
     "Read `path` into `cp`; a missing file or a malformed or duplicated line is a `SettingsError` naming the file and line."
     if not path.is_file(): raise SettingsError(f"{path}: settings file not found (--settings or UNIMD_SETTINGS)")
@@ -122,8 +124,10 @@ def _read_ini(cp: configparser.ConfigParser, path: Path) -> None:
     except configparser.MissingSectionHeaderError as e:
         raise SettingsError(f"{path}:{e.lineno}: {e.line.strip()!r} comes before any [section] header") from None
     except configparser.ParsingError as e:
-        line, text = e.errors[0]
-        raise SettingsError(f"{path}:{line}: cannot parse {text.strip()!r}; expected 'key = value', a [section] or a # comment") from None
+        line, text = e.errors[0]   # configparser keeps the line as its repr
+        try: text = ast.literal_eval(text)
+        except (ValueError, SyntaxError): pass
+        raise SettingsError(f"{path}:{line}: cannot parse {str(text).strip()!r}; expected 'key = value', a [section] or a # comment") from None
 
 def resolve_device(dev: str, where: str = "device") -> str:
     "A torch device string with `auto` resolved (cuda when available, else cpu); a `SettingsError` for one this machine lacks."
