@@ -92,8 +92,10 @@ def cmd_train(args) -> int:
     ckpt = out/"last.pt"
     if args.resume and ckpt.exists():   # before any work: a changed config is refused, not half-applied
         check_resume(read_checkpoint(ckpt)["config"], cfg.to_dict(), ckpt, args.allow_safe_changes)
-    # the process that owns the run folder locks it; DDP workers run under their launcher's lock
-    lock = None if os.environ.get("UNIMD_RUN_LOCKED") else prepare_run_folder(out, args.resume, args.overwrite)
+    # the process that owns the run folder locks it; DDP workers run under their launcher's lock (or rank 0's, under
+    # a torchrun started by hand)
+    owner = not os.environ.get("UNIMD_RUN_LOCKED") and int(os.environ.get("RANK", "0")) == 0
+    lock = prepare_run_folder(out, args.resume, args.overwrite) if owner else None
     if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
         os.environ["UNIMD_RUN_LOCKED"] = "1"
         return launch(sys.argv[1:], args.nproc)
