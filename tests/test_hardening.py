@@ -205,6 +205,14 @@ def test_bad_inputs_are_one_line_exit_2_without_traceback(run, capsys, tmp_path)
         r = tmp_path/f"run_{f}"; r.mkdir()
         if p.exists(): (r/"last.pt").write_bytes(p.read_bytes())
         if f != "none.pt": assert what in err(capsys, ["train", "--config", TINY, "--out", r, "--resume"])
+    from conftest import SHARED
+    yml = SHARED/"fixtures"/"official_model"/"charades_tiny"/"charades_tiny_fixture.yaml"
+    if yml.is_file():   # an official checkpoint that is empty, truncated or missing
+        for f, what in (("zero.pt", "empty file (0 bytes); expected a checkpoint (official .pth.tar)"),
+                        ("trunc.pt", "not a readable checkpoint (official .pth.tar)"), ("none.pt", "checkpoint (official .pth.tar) not found")):
+            assert what in err(capsys, ["eval", "--official-ckpt", tmp_path/f, "--config", yml])
+    assert err(capsys, ["eval", "--official-ckpt", tmp_path/"zero.pt", "--config", tmp_path/"no.yaml"]) == \
+        f"unimd: config file {tmp_path/'no.yaml'} does not exist"
     e = err(capsys, ["eval", "--ckpt", ck, "--config", ROOT/"configs"/"mdsynth_small.yaml"])
     assert "weights of another model size" in e and "use the config the checkpoint was trained with" in e
     (tmp_path/"bad.yaml").write_text("name: x\ntrain: {epochs: 3\nmodel: {}\n")

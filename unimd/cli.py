@@ -134,8 +134,9 @@ def cmd_eval(args) -> int:
     if args.out and (Path(args.out).is_dir() or not Path(args.out).resolve().parent.is_dir()):
         raise ConfigError(f"--out {args.out}: " + ("is a folder" if Path(args.out).is_dir() else "its folder does not exist") +
                           "; expected the path of the JSON file to write, e.g. --out eval.json")
+    if args.official_ckpt:
         from unimd.official import load_official
-        if not args.config: raise SystemExit("unimd: --official-ckpt needs --config OFFICIAL.yaml (the official config it was trained with)")
+        if not args.config: raise ConfigError("--official-ckpt needs --config OFFICIAL.yaml (the official config it was trained with)")
         model, cfg, notes = load_official(args.official_ckpt, args.config)
         cfg = cfg.copy(**_overrides(args.override))
         for n in notes: print(f"note: {n}")

@@ -18,7 +18,8 @@ import yaml
 
 # %% auto #0
 __all__ = ['OFFICIAL_REGRESSION_RANGE', 'CHOICES', 'RANGES', 'OFFICIAL_PRESETS', 'ConfigError', 'DataConfig', 'ModelConfig',
-           'TrainConfig', 'TestConfig', 'Config', 'config_from_dict', 'load_config', 'check_values', 'official_preset']
+           'TrainConfig', 'TestConfig', 'Config', 'config_from_dict', 'read_yaml', 'load_config', 'check_values',
+           'official_preset']
 
 # %% ../nbs/10_config.ipynb #b090b52a
 class ConfigError(ValueError):
@@ -218,8 +219,8 @@ def config_from_dict(d: dict, source: str = "<dict>") -> Config:
     try: return cfg.finalize()
     except ConfigError as e: raise ConfigError(f"{source}: {e}") from None
 
-def load_config(path, overrides: dict | None = None) -> Config:
-    "Read a YAML config file (with optional nested `overrides`)."
+def read_yaml(path) -> dict:
+    "The mapping in a YAML file; a `ConfigError` naming the file (and the line and column of a syntax error)."
     path = Path(path)
     if not path.is_file(): raise ConfigError(f"config file {path} does not exist")
     try:
@@ -229,6 +230,12 @@ def load_config(path, overrides: dict | None = None) -> Config:
         at = f":{m.line + 1}:{m.column + 1}" if m is not None else ""
         raise ConfigError(f"{path}{at}: not valid YAML ({getattr(e, 'problem', None) or e}); fix the file at that line and column") from None
     if not isinstance(d, dict): raise ConfigError(f"{path}: expected a mapping at the top level")
+    return d
+
+def load_config(path, overrides: dict | None = None) -> Config:
+    "Read a YAML config file (with optional nested `overrides`)."
+    path = Path(path)
+    d = read_yaml(path)
     d.setdefault("name", path.stem)
     return config_from_dict(_merge(d, overrides or {}), source=str(path))
 
