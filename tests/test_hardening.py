@@ -212,7 +212,7 @@ def test_bad_inputs_are_one_line_exit_2_without_traceback(run, capsys, tmp_path)
                         ("trunc.pt", "not a readable checkpoint (official .pth.tar)"), ("none.pt", "checkpoint (official .pth.tar) not found")):
             assert what in err(capsys, ["eval", "--official-ckpt", tmp_path/f, "--config", yml])
     assert err(capsys, ["eval", "--official-ckpt", tmp_path/"zero.pt", "--config", tmp_path/"no.yaml"]) == \
-        f"unimd: config file {tmp_path/'no.yaml'} does not exist"
+        f"unimd: {tmp_path/'no.yaml'}: config file not found"
     e = err(capsys, ["eval", "--ckpt", ck, "--config", ROOT/"configs"/"mdsynth_small.yaml"])
     assert "weights of another model size" in e and "use the config the checkpoint was trained with" in e
     (tmp_path/"bad.yaml").write_text("name: x\ntrain: {epochs: 3\nmodel: {}\n")

@@ -222,7 +222,7 @@ def config_from_dict(d: dict, source: str = "<dict>") -> Config:
 def read_yaml(path) -> dict:
     "The mapping in a YAML file; a `ConfigError` naming the file (and the line and column of a syntax error)."
     path = Path(path)
-    if not path.is_file(): raise ConfigError(f"config file {path} does not exist")
+    if not path.is_file(): raise ConfigError(f"{path}: " + ("is a folder; expected a YAML config file" if path.is_dir() else "config file not found"))
     try:
         with open(path) as f: d = yaml.safe_load(f) or {}
     except yaml.YAMLError as e:
