@@ -281,9 +281,11 @@ def test_a_locked_run_folder_refuses_a_second_training_and_is_taken_over_when_it
     a = subprocess.Popen([*CLI, "train", "--config", TINY, "--out", str(out), "-o", "train.epochs=500"],
                          cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(600):
-            if (out/".lock").exists() and f"pid {a.pid}" in (out/".lock").read_text(): break
+        locked = lambda: (out/".lock").exists() and f"pid {a.pid}" in (out/".lock").read_text()
+        for _ in range(3000):   # startup takes seconds, more on a busy machine
+            if locked() or a.poll() is not None: break
             time.sleep(0.1)
+        assert locked(), f"the first training did not lock {out} (exit code {a.poll()})"
         b = unimd("train", "--config", TINY, "--out", out, "-o", "train.epochs=500", "--resume")
         assert b.returncode == 2 and b.stderr.startswith(f"unimd: {out}: run folder in use by pid {a.pid} on "), b.stderr
         assert "Traceback" not in b.stderr
