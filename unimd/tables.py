@@ -355,7 +355,7 @@ def missing_columns(table: pd.DataFrame, columns: dict) -> list:
     "The columns no row could compute (the benchmark's evaluator does not report them)."
     return [c for c in columns if len(table) and table[f"{c} mean"].isna().all()]
 
-# %% ../nbs/80_tables.ipynb #3c664d6d
+# %% ../nbs/80_tables.ipynb #41acfa9d
 def updates(ctx: TableContext, cfg: Config, regime: str) -> list[int]:
     "The optimizer updates of each training stage of `regime` on `cfg` (one number per stage)."
     import torch
@@ -370,11 +370,15 @@ def updates(ctx: TableContext, cfg: Config, regime: str) -> list[int]:
     return out
 
 def at_budget(ctx: TableContext, cfg: Config, regime: str, target: int) -> Config:
-    "`cfg` with the cosine epochs that bring `regime` closest to `target` optimizer updates (warm-up epochs kept)."
+    """`cfg` with the cosine epochs that bring `regime` closest to `target` optimizer updates (warm-up epochs kept); a
+    schedule that stops early (the official Ego4D and Charades configs) moves its stop and stretches its cosine alike."""
     from unimd.train import epochs_run
     tc = cfg.train
     per_epoch = sum(updates(ctx, cfg, regime)) / epochs_run(tc)
-    return cfg.copy(train=dict(epochs=max(1, round(target / per_epoch) - tc.warmup_epochs)))
+    n = max(1, round(target / per_epoch))   # epochs to run
+    if tc.early_stop_epochs > 0:
+        return cfg.copy(train=dict(early_stop_epochs=n, epochs=max(1, round(tc.epochs * n / tc.early_stop_epochs))))
+    return cfg.copy(train=dict(epochs=max(1, n - tc.warmup_epochs)))
 
 def with_updates(ctx: TableContext, table: pd.DataFrame, rows: dict) -> pd.DataFrame:
     "`table` with an `updates` column after `seeds`: each row's optimizer updates (stages joined by ' + ', runs by ' | ')."
