@@ -520,7 +520,7 @@ def repeated_tables(tables: dict) -> list:
             if ra == rb and any(v != missing for r in ra for v in r): out.append((a, b))
     return out
 
-# %% ../nbs/80_tables.ipynb #ebb637c3
+# %% ../nbs/80_tables.ipynb #ab8876c2
 def markdown_table(df: pd.DataFrame) -> str:
     "A GitHub-flavoured Markdown table of `df` (values as shown by str)."
     cols = [str(c) for c in df.columns]
@@ -571,7 +571,7 @@ def report(ctx: TableContext, name: str, title: str, data: TableData, table: pd.
     miss = missing_columns(table, columns)
     if miss: said.append(f"Columns the benchmark does not report at this scale: {', '.join(miss)}.")
     said.append(f"The paper's numbers: {paper_source(name)}")
-    shown_info = [c for c in info if c in table]
+    shown_info = [c for c in info if c in table and len(table)]
     parts = [f"### {name} — {title}", "**The paper's claims tested here:**", claims_markdown(verdicts)]
     if rows_of is None:
         parts += ["**The paper's rows beside ours:**", markdown_table(beside(table, paper, [*shown_info, *columns], ctx.scale))]
