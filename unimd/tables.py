@@ -598,7 +598,7 @@ def require_data(ctx: TableContext, dataset: str):
         raise FileNotFoundError(f"the paper scale needs the {dataset} data; missing:\n  " + "\n  ".join(missing) +
                                 "\nDownload it (see the Datasets pages) and set the paths in settings.ini or pass data_root.")
 
-# %% ../nbs/80_tables.ipynb #67f3f14f
+# %% ../nbs/80_tables.ipynb #a01771fc
 ORDER = list(TABLE_DATA)
 
 def _paper_order(stem: str):
@@ -613,8 +613,11 @@ def table_notebooks(only=None, folder=None) -> list[Path]:
 KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
 
 def _execute(nb: Path, scale: str, out_dir: Path, params: dict):
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
+    import warnings
+    with warnings.catch_warnings():   # papermill's HTTP stack warns about SOCKS proxies it will never use here
+        warnings.filterwarnings("ignore", message="SOCKS support")
+        import papermill as pm
+        from papermill.exceptions import PapermillExecutionError
     dest = out_dir/"executed"/nb.name
     try:
         pm.execute_notebook(str(nb), str(dest), parameters=dict(scale=scale, output_dir=str(out_dir), **params),
@@ -680,7 +683,7 @@ def _publish(stage: Path, out: Path, failed: bool) -> Path:
     return out
 
 def run_tables(scale: str = "smoke", only=None, workers: int = 2, output_dir=None, params: dict | None = None,
-               notebooks=None, dry_run: bool = False, settings_overrides=()) -> list:
+               notebooks=None, dry_run: bool = False, settings_overrides=(), progress: bool = True) -> list:
     """Execute the table notebooks; returns [(notebook, error)] of the failures (empty when all succeeded). The results
     folder is replaced only when all succeeded; otherwise this run's outputs are in its `failed/` folder."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -702,7 +705,8 @@ def run_tables(scale: str = "smoke", only=None, workers: int = 2, output_dir=Non
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futs = [pool.submit(_execute, nb, scale, stage, params) for nb in nbs]
-            for f in progress_bar(as_completed(futs), total=len(futs), desc=f"tables ({scale}{', dry run' if dry_run else ''})"):
+            for f in progress_bar(as_completed(futs), total=len(futs), desc=f"tables ({scale}{', dry run' if dry_run else ''})",
+                              disable=not progress):
                 name, err = f.result()
                 if err: failures.append((name, err))
     finally:
