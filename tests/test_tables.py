@@ -167,7 +167,8 @@ def test_outputs_are_replaced_only_when_complete(tmp_path):
 @pytest.mark.skipif(not os.environ.get("UNIMD_SLOW"), reason="the paper-scale dry run writes ~24 GB and takes tens of minutes: UNIMD_SLOW=1")
 def test_dry_run_of_the_paper_scale(tmp_path):
     """`unimd tables --scale paper --dry-run`: fake features at the real file counts and shapes beside the real
-    annotations, every notebook end to end with one iteration per run. UNIMD_DRY_RUN_DATA reuses written fake files."""
+    annotations, every notebook end to end with one iteration per run. UNIMD_DRY_RUN_DATA reuses written fake files,
+    UNIMD_DRY_RUN_CACHE finished runs."""
     from unimd.paper_datasets import anet13_database_from_tsp
     anet = lambda *p: shared_path("data", "activitynet", *p)
     anet_json = tmp_path/"anet1.3_tsp_filtered.json"
@@ -189,7 +190,7 @@ def test_dry_run_of_the_paper_scale(tmp_path):
     for k, v in sets.items(): argv += ["--set", f"{k}={v}"]
     t0 = time.time()
     r = subprocess.run(CLI + argv, capture_output=True, text=True, timeout=3 * 3600, cwd=ROOT,
-                       env={**os.environ, "UNIMD_TABLE_CACHE": str(tmp_path/"cache")})
+                       env={**os.environ, "UNIMD_TABLE_CACHE": os.environ.get("UNIMD_DRY_RUN_CACHE") or str(tmp_path/"cache")})
     print(f"dry run: {time.time() - t0:.0f} s")
     assert r.returncode == 0, r.stderr[-5000:]
     counts = {p.name: json.loads(p.read_text()) for p in __import__("pathlib").Path(data).glob(".*.written")}
