@@ -7,6 +7,7 @@ Docs: https://unimd.github.io/unimd/detect.html.md"""
 # %% ../nbs/62_detect.ipynb #10ebab2c
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -18,14 +19,14 @@ import torch
 
 from .config import Config, config_from_dict
 from .data import DataError, TaskAnnotation, VideoSample, collate, l2_normalize_steps
-from .decode import candidates, predict, to_seconds
+from .decode import candidates, clip_saliency, predict, step_saliency, to_seconds
 from .model import UniMD
 from .nms import batched_nms
 from .text import TextEncoder, text_encoder_for
 
 # %% auto #0
-__all__ = ['DetectError', 'read_checkpoint', 'Detector', 'load_detector', 'read_class_file', 'format_detections', 'cmd_predict',
-           'add_cli']
+__all__ = ['DetectError', 'read_checkpoint', 'Detector', 'saliency_frame', 'load_detector', 'read_class_file',
+           'format_detections', 'cmd_predict', 'format_saliency', 'add_cli']
 
 # %% ../nbs/62_detect.ipynb #879f8be7
 class DetectError(DataError):
@@ -33,12 +34,9 @@ class DetectError(DataError):
 
 def read_checkpoint(path) -> dict:
     "A checkpoint dict (config, model, ema, meta); errors name the file and what is missing."
-    p = Path(path)
-    if not p.is_file(): raise DetectError(f"{p}: checkpoint not found")
-    ck = torch.load(p, map_location="cpu", weights_only=False)
-    missing = [k for k in ("config", "model") if not isinstance(ck, dict) or k not in ck]
-    if missing: raise DetectError(f"{p}: not a unimd checkpoint (missing {missing}; expected keys config, model, ema, meta)")
-    return ck
+    from unimd.runs import CheckpointError, read_checkpoint as read   # missing, empty, truncated, of another kind
+    try: return read(path)
+    except CheckpointError as e: raise DetectError(str(e)) from None
 
 # %% ../nbs/62_detect.ipynb #88c195f6
 def _as_2d_features(x, input_dim: int, where: str) -> torch.Tensor:
@@ -68,7 +66,8 @@ class Detector:
         ck = read_checkpoint(path)
         cfg = config_from_dict(ck["config"], source=str(path))
         model = UniMD(cfg.model)
-        model.load_state_dict(ck["ema"] if use_ema and ck.get("ema") is not None else ck["model"])
+        from unimd.runs import load_weights
+        load_weights(model, ck["ema"] if use_ema and ck.get("ema") is not None else ck["model"], path)
         return cls(model, cfg, ck.get("meta") or {}, **kw)
 
     @property
@@ -128,8 +127,9 @@ class Detector:
         if isinstance(x, VideoSample):
             if x.feats.shape[0] != C: raise DetectError(f"video {x.video_id!r}: feats have {x.feats.shape[0]} channels, the model expects {C} (shape (C, T))")
             return replace(x, tad=None, mr=None)
+        where = None
         if isinstance(x, (str, Path)):
-            p = Path(x)
+            p = where = Path(x)
             if p.suffix in (".npy", ".npz"):
                 x = load_features(p, fps, feat_stride, num_frames, defaults=self.feature_spec)
                 if feat_stride is None and not _has_grid(p):      # a native-rate file on the checkpoint's grid
@@ -140,6 +140,12 @@ class Detector:
                 return replace(s, video_id=video_id or s.video_id)
         if isinstance(x, VideoFeatures):
             t = _as_2d_features(x.features, C, x.video_id)
+            if tuple(t.shape) != tuple(np.shape(x.features)):   # a file is (T, C) by definition: never guess its orientation
+                raise DetectError(f"{where or x.video_id}: features of shape {tuple(np.shape(x.features))} look transposed; a feature file holds "
+                                  f"(T, {C}) (time steps × the model's {C} channels): save the transpose")
+            if not torch.isfinite(t).all():
+                bad = (~torch.isfinite(t)).any(1).nonzero().flatten()[:5].tolist()
+                raise DetectError(f"{where or x.video_id}: features contain NaN/Inf (first bad steps: {bad})")
             return VideoSample(video_id or x.video_id, l2_normalize_steps(t).T.contiguous(), x.fps, duration or x.duration,
                                x.feat_stride, x.num_frames)
         t = _as_2d_features(x, C, "features")
@@ -190,6 +196,7 @@ def _window_detections(model, sample: VideoSample, cfg: Config, window: int, ove
     starts = list(range(0, T - W + 1, hop))
     if starts[-1] + W < T: starts.append(T - W)
     pooled = {}
+    sal = torch.zeros(sample.mr.num_queries, T) if sample.mr is not None else None   # MR step saliency, max over windows
     model.eval()
     chunks = [starts[i:i + window_batch] for i in range(0, len(starts), window_batch)]
     for chunk in progress_bar(chunks, desc="windows", disable=not progress, leave=False):
@@ -197,6 +204,11 @@ def _window_detections(model, sample: VideoSample, cfg: Config, window: int, ove
         batch = collate(wins, cfg.data.max_seq_len, training=False, max_stride=model.max_stride).to(next(model.parameters()).device)
         outs = model(batch)
         offset = torch.tensor(chunk, dtype=torch.float32)
+        if "mr" in outs:
+            sw = step_saliency(outs["mr"]).cpu()
+            for r, b in enumerate(batch.tasks["mr"].rows.tolist()):
+                st = chunk[b]
+                sal[:, st:st + W] = torch.maximum(sal[:, st:st + W], sw[r, :W].T)
         for task, out in outs.items():
             segs, scores, labels, rows = (v.detach().cpu() for v in candidates(out, batch.tasks[task], model.strides, cfg.test))
             pooled.setdefault(task, []).append((segs + offset[batch.tasks[task].rows[rows]][:, None], scores, labels))
@@ -212,15 +224,38 @@ def _window_detections(model, sample: VideoSample, cfg: Config, window: int, ove
                                                t.nms_method == "soft", t.multiclass_nms, t.nms_sigma, t.voting_thresh, t.nms_backend)
         res[task] = dict(segments=to_seconds(segs, sample.fps, sample.feat_stride, sample.num_frames, sample.duration),
                          scores=scores, labels=labels)
+    if "mr" in res: res["mr"]["saliency"] = sal
     return res
 
+def saliency_frame(step_scores, sample: VideoSample, names: list, clip_length: float = 2.0) -> pd.DataFrame:
+    "Per-clip saliency of each query (`clip_saliency` of its (Q, T) step saliency): (query, clip, start, end, saliency)."
+    x = clip_saliency(step_scores, sample.fps, sample.feat_stride, sample.num_frames, sample.duration, clip_length)
+    C = x.shape[1]
+    clips = np.arange(C)
+    return pd.DataFrame({"query": np.repeat(np.asarray(names, dtype=object), C), "clip": np.tile(clips, len(names)),
+                         "start": np.tile(clips * clip_length, len(names)), "end": np.tile(np.minimum((clips + 1) * clip_length, sample.duration), len(names)),
+                         "saliency": x.reshape(-1).numpy().astype(float)})
+
 # %% ../nbs/62_detect.ipynb #e85b5fef
+_RANGES = dict(window=(lambda x: x >= 1, "≥ 1 feature step"), overlap=(lambda x: 0 <= x < 1, "in [0, 1)"),
+               fps=(lambda x: x > 0, "> 0"), feat_stride=(lambda x: x > 0, "> 0"), num_frames=(lambda x: x >= 0, "≥ 0"),
+               duration=(lambda x: x > 0, "> 0 seconds"))
+
+def _check_ranges(**given):
+    "A `DetectError` naming the first option outside its range (None: not given)."
+    for k, v in given.items():
+        if k in _RANGES and v is not None and not (math.isfinite(v) and _RANGES[k][0](v)):
+            raise DetectError(f"--{k.replace('_', '-')} {v:g}: expected {_RANGES[k][1]}")
+
 def _detect(self, video_or_features, queries: Sequence[str] = (), classes=None, template: str | None = None,
             top_k: int | None = None, window: int | None = None, overlap: float = 0.25, window_batch: int = 8,
-            progress: bool = True, **grid) -> pd.DataFrame:
+            progress: bool = True, saliency: bool = False, clip_length: float = 2.0, **grid):
     """Detect `classes` (TAD) and `queries` (MR) in a video file, feature file/array or `VideoSample`.
     Returns (query, task, start, end, score) sorted by score; `top_k` keeps the best k per query; `window` (steps)
-    switches to windowed inference with `overlap`; `grid` may give fps, feat_stride, num_frames, duration, video_id."""
+    switches to windowed inference with `overlap`; `grid` may give fps, feat_stride, num_frames, duration, video_id.
+    With `saliency=True` returns (detections, saliency): the per-clip saliency of every sentence (`saliency_frame`,
+    clips of `clip_length` s)."""
+    _check_ranges(window=window, overlap=overlap, **grid)
     s = self.prepare(video_or_features, queries, classes, template, progress=progress, **grid)
     if window is None or window >= s.num_steps:
         batch = collate([s], self.cfg.data.max_seq_len, training=False, max_stride=self.model.max_stride).to(self.device)
@@ -230,14 +265,19 @@ def _detect(self, video_or_features, queries: Sequence[str] = (), classes=None, 
     frames = [_dets_frame(d, s.task(t).texts, t) for t, d in dets.items()]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["query", "task", "start", "end", "score"])
     if top_k is not None: df = df.sort_values("score", ascending=False, kind="stable").groupby(["task", "query"], sort=False).head(top_k)
-    return df.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    df = df.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    if not saliency: return df
+    texts = s.mr.texts if s.mr is not None else []
+    step = dets["mr"]["saliency"] if "mr" in dets else torch.zeros(0, s.num_steps)
+    return df, saliency_frame(step, s, texts, clip_length)
 
 def _plot(self, result: pd.DataFrame, gt: pd.DataFrame | None = None, top_k: int = 3, duration: float | None = None,
-          title: str | None = None, ax=None):
-    "`plot_timeline` of a `detect` result (queries in the order they first appear), with ground truth if given."
-    from unimd.viz import plot_timeline
+          title: str | None = None, ax=None, saliency: pd.DataFrame | None = None):
+    "`plot_timeline` of a `detect` result (queries in the order they first appear), with ground truth and per-clip saliency if given."
+    from unimd.viz import plot_saliency, plot_timeline
     order = list(dict.fromkeys(([] if gt is None else gt["query"].tolist()) + result["query"].tolist()))
-    return plot_timeline(result, gt, queries=order, top_k=top_k, duration=duration, title=title, ax=ax)
+    ax = plot_timeline(result, gt, queries=order, top_k=top_k, duration=duration, title=title, ax=ax)
+    return ax if saliency is None else plot_saliency(saliency, queries=order, ax=ax)
 
 # methods of Detector, written after the section that explains them
 for name, fn in (("detect", _detect), ("plot", _plot)):
@@ -266,6 +306,20 @@ def format_detections(df: pd.DataFrame, top: int | None = 3) -> str:
                     score=df["score"].map("{:.4f}".format))
     return out.to_string(index=False)
 
+def _grid_line(det, args) -> str:
+    "The time grid a feature file is read on, and where it comes from: the detections' seconds depend on it."
+    from unimd.datasets import feature_shape
+    p = Path(args.features)
+    _check_ranges(window=args.window, overlap=args.overlap, fps=args.fps, feat_stride=args.feat_stride,
+                  num_frames=args.num_frames, duration=args.duration)
+    if not p.is_file(): raise DetectError(f"{p}: feature file not found")
+    if _has_grid(p) and args.fps is None and args.feat_stride is None: return f"time grid: from {p.name}"
+    T = feature_shape(p)[0] if len(feature_shape(p)) == 2 else 0
+    fps, stride, nf = det._grid(args.fps, args.feat_stride, args.num_frames, str(p))
+    own = args.fps is not None and args.feat_stride is not None
+    src = "given" if own else "the checkpoint's feature_spec for what --fps/--feat-stride did not give; pass both if your features differ"
+    return f"time grid: {fps:g} fps, a step every {stride:g} frames, {nf:g} frames per step ({src}): {T} steps = {((T - 1) * stride + nf) / fps:.1f} s"
+
 def cmd_predict(args) -> int:
     "Run a checkpoint on a video or feature file and print the detections."
     from unimd.cli import _overrides
@@ -273,18 +327,36 @@ def cmd_predict(args) -> int:
     from unimd.text import TextEncoderError
     s = load_settings(args.settings, args.overrides)
     try:
-        det = load_detector(args.ckpt, device=args.device or s.device(), clip_weights=args.clip_weights, settings=s)
+        from unimd.settings import resolve_device
+        det = load_detector(args.ckpt, device=resolve_device(args.device, "--device") if args.device else s.device(), clip_weights=args.clip_weights, settings=s)
         if args.override: det.cfg = det.cfg.copy(**_overrides(args.override))
         classes = [] if args.no_classes else (read_class_file(args.classes) if args.classes else None)
+        if args.features: print(_grid_line(det, args))
         df = det.detect(args.video or args.features, queries=args.query, classes=classes, template=args.template,
                         window=args.window, overlap=args.overlap, fps=args.fps, feat_stride=args.feat_stride,
-                        num_frames=args.num_frames, duration=args.duration)
+                        num_frames=args.num_frames, duration=args.duration,
+                        saliency=bool(args.query) and bool(args.saliency or args.saliency_csv),
+                        clip_length=args.clip_length)
+        df, sal = df if isinstance(df, tuple) else (df, None)
     except TextEncoderError as e:
         print(f"unimd: {e}", file=sys.stderr); return 2
     print(format_detections(df, args.top))
     if args.csv:
         df.to_csv(args.csv, index=False); print(f"wrote {len(df)} detections to {args.csv}")
+    if sal is not None and args.saliency:
+        print(f"\nmost salient {args.clip_length:g}-s clips per sentence:")
+        print(format_saliency(sal, args.top))
+    if sal is not None and args.saliency_csv:
+        sal.to_csv(args.saliency_csv, index=False); print(f"wrote the saliency of {len(sal)} clips to {args.saliency_csv}")
     return 0
+
+def format_saliency(sal: pd.DataFrame, top: int | None = 3) -> str:
+    "A plain-text table of the `top` most salient clips of each sentence."
+    if sal.empty: return "(no sentences)"
+    best = sal.sort_values("saliency", ascending=False, kind="stable").groupby("query", sort=False)
+    best = best.head(top) if top is not None else sal
+    return best.assign(start=best["start"].map("{:.1f}".format), end=best["end"].map("{:.1f}".format),
+                       saliency=best["saliency"].map("{:.4f}".format)).to_string(index=False)
 
 def add_cli(sub, add_common, add_run):
     "Register `unimd predict`."
@@ -305,6 +377,9 @@ def add_cli(sub, add_common, add_run):
     p.add_argument("--window", type=int, help="windowed inference: window length in feature steps (default: whole video)")
     p.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction (default 0.25)")
     p.add_argument("--csv", help="also write all detections to this CSV file")
+    p.add_argument("--saliency", action="store_true", help="also print each sentence's most salient clips (--top of them)")
+    p.add_argument("--clip-length", type=float, default=2.0, help="saliency clip length in seconds (default 2, QVHighlights)")
+    p.add_argument("--saliency-csv", help="also write every sentence's per-clip saliency (query, clip, start, end, saliency) to this CSV file")
     p.add_argument("--device", help="torch device (default: settings [general] device)")
     p.add_argument("-o", "--override", action="append", default=[], metavar="test.KEY=VALUE", help="override a test-config value")
     p.set_defaults(func=cmd_predict)
