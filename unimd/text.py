@@ -481,9 +481,16 @@ def minilm_model_dir() -> Path:
 
 class MiniLMTextEncoder(TextEncoder):
     "all-MiniLM-L6-v2 sentence embeddings (384-d, L2-normalised), batched and cached on disk: a stand-in for CLIP's text tower, not CLIP."
-    dim = 384
+    native_dim = 384
 
-    def __init__(self, cache_dir=None, batch_size: int = 64, template: str = "bare", settings=None, progress: bool | None = None):
+    def __init__(self, dim: int = 384, cache_dir=None, batch_size: int = 64, template: str = "bare", settings=None,
+                 progress: bool | None = None):
+        if not 1 <= int(dim) <= self.native_dim:
+            raise TextEncoderError(f"MiniLM embeddings are {self.native_dim}-d: dim={dim} must be in 1..{self.native_dim}")
+        self.dim = int(dim)
+        # a fixed orthonormal projection (not learned, the same everywhere): inner products kept up to ~1/sqrt(dim)
+        self.projection = None if self.dim == self.native_dim else \
+            np.linalg.qr(np.random.default_rng(0).normal(size=(self.native_dim, self.native_dim)))[0][:, :self.dim].astype(np.float32)
         self.model_dir = minilm_model_dir()
         st = import_sentence_transformers()
         self.key = f"all-MiniLM-L6-v2|{MINILM_PACKAGE}={importlib.metadata.version(MINILM_PACKAGE)}|sentence-transformers={st.__version__}"
@@ -518,7 +525,8 @@ class MiniLMTextEncoder(TextEncoder):
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         texts = _check_texts(texts)
         if not texts: return torch.zeros(0, self.dim)
-        return _encode_with_cache(self, texts)
+        x = _encode_with_cache(self, texts)
+        return x if self.projection is None else F.normalize(x @ torch.from_numpy(self.projection), dim=-1)
 
     def __repr__(self): return f"MiniLMTextEncoder({self.key})"
 
@@ -530,7 +538,7 @@ def register_text_encoder(kind: str, factory) -> None:
     TEXT_ENCODERS[kind] = factory
 
 register_text_encoder("mdsynth", lambda spec: MDSynthTextEncoder(spec["spec"], spec.get("seed", 0)))
-register_text_encoder("minilm", lambda spec: MiniLMTextEncoder(template=spec.get("template", "bare")))
+register_text_encoder("minilm", lambda spec: MiniLMTextEncoder(spec.get("dim", 384), template=spec.get("template", "bare")))
 
 def text_encoder_for(text_spec: dict | None, weights=None, settings=None, **clip_kwargs) -> TextEncoder:
     "The encoder that embeds new text like the checkpoint's `text_spec` did."
