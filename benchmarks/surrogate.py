@@ -1,7 +1,7 @@
 """Surrogate benchmarks (nbs/45_surrogate): the cost of building each benchmark, and one training per benchmark at its
 default size — individual TAD, individual MR and synchronized co-training — over seeds, with the CPU time of each run.
 
-    python benchmarks/surrogate.py build  --out runs/surrogate            # build time and memory, one process per benchmark
+    python benchmarks/surrogate.py build  --out runs/surrogate [--size defaults]  # build time and memory, one process each
     python benchmarks/surrogate.py train  --out runs/surrogate --part 0/2 # the trainings (run parts side by side)
     python benchmarks/surrogate.py report --out runs/surrogate            # mean ± std tables (markdown)
 
@@ -33,14 +33,19 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
-def build_one(name: str) -> dict:
-    "Build the training and evaluation splits of `name`'s config with every video's features materialised (preload)."
+def build_one(name: str, size: str = "config") -> dict:
+    """Build the training and evaluation splits of `name`'s config with every video's features materialised (preload);
+    `size='defaults'`: at the benchmark's default subset sizes (1,000 / 300) instead of the config's."""
     _one_thread()
     from unimd.config import load_config
     from unimd.data import build_dataset
     cfg = load_config(ROOT/"configs"/f"{name}.yaml")
+    if size == "defaults":
+        from unimd.surrogate import SURROGATE_OPTIONS
+        cfg = cfg.copy(data=dict(options=dict(cfg.data.options, train_videos=SURROGATE_OPTIONS["train_videos"],
+                                              eval_videos=SURROGATE_OPTIONS["eval_videos"])))
     t0, c0 = time.time(), time.process_time()
-    out = dict(benchmark=name)
+    out = dict(benchmark=name, size=size, cache=os.environ.get("UNIMD_GENERAL_CACHE_DIR", "settings"))
     for split in (cfg.data.train_split, cfg.data.val_split):
         ds = build_dataset(cfg.data, split)
         steps = [s.num_steps for s in ds.samples]
@@ -97,24 +102,26 @@ def main(argv=None):
     p.add_argument("--out", default=str(ROOT/"runs"/"surrogate"))
     p.add_argument("--benchmarks", nargs="*", default=BENCHMARKS)
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    p.add_argument("--regimes", nargs="*", default=REGIMES, choices=REGIMES)
+    p.add_argument("--size", default="config", choices=["config", "defaults"], help="build: the configs' subsets or the benchmarks' defaults")
     p.add_argument("--part", default="0/1", help="k/n: run every n-th job starting at k (to run parts side by side)")
     a = p.parse_args(argv)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     if a.command == "_child":
         kind, *rest = a.rest
-        if kind == "build": print(json.dumps(build_one(rest[0])))
+        if kind == "build": print(json.dumps(build_one(*rest)))
         else: train_seed(rest[0], int(rest[1]), rest[2].split(","), out)
         return
     k, n = map(int, a.part.split("/"))
     if a.command == "build":
-        done = {r["benchmark"] for r in _done(out/"build.jsonl")}
+        done = {(r["benchmark"], r.get("size", "config")) for r in _done(out/"build.jsonl")}
         for b in a.benchmarks[k::n]:
-            if b not in done: _child(["build", b], out/"build.jsonl")
+            if (b, a.size) not in done: _child(["build", b, a.size], out/"build.jsonl")
     elif a.command == "train":
         done = {(r["benchmark"], r["regime"], r["seed"]) for r in _done(out/"train.jsonl")}
         jobs = [(b, s) for s in a.seeds for b in a.benchmarks]
         for b, s in jobs[k::n]:
-            todo = [r for r in REGIMES if (b, r, s) not in done]
+            todo = [r for r in a.regimes if (b, r, s) not in done]
             if todo: _child(["train", b, str(s), ",".join(todo)], out/"train.jsonl")
     else:
         report(out)
@@ -128,7 +135,7 @@ def report(out: Path):
         if not rs: continue
         print(f"\n### {b}\n")
         cols = COLUMNS[b]
-        print("| row | seeds | " + " | ".join(cols) + " | CPU min / run |")
+        print("| row | seeds | " + " | ".join(cols) + " | CPU min per training |")
         print("|---" * (len(cols) + 3) + "|")
         rows = {"UniMD individual (TAD model, MR model)": ["tad", "mr"], "UniMD + Sync (one co-trained model)": ["sync"]}
         for label, regimes in rows.items():
@@ -141,9 +148,10 @@ def report(out: Path):
                 v = np.array([100 * d[col] for d in per_seed.values() if col in d])
                 cells.append("–" if not len(v) else f"{v.mean():.2f} ± {v.std(ddof=1) if len(v) > 1 else 0:.2f}")
             cpu = [r["cpu_s"] / 60 for r in rs if r["regime"] in regimes]
+            if not cpu: continue
             print(f"| {label} | {len(per_seed)} | " + " | ".join(cells) + f" | {np.mean(cpu):.1f} ± {np.std(cpu, ddof=1) if len(cpu) > 1 else 0:.1f} |")
     for r in _done(out/"build.jsonl"):
-        print(f"\nbuild {r['benchmark']}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, peak RSS {r['max_rss_mb']:.0f} MB; "
+        print(f"\nbuild {r['benchmark']} ({r.get('size', 'config')} sizes, text cache {r.get('cache', 'settings')}): {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, peak RSS {r['max_rss_mb']:.0f} MB; "
               + "; ".join(f"{k}: {json.dumps({kk: round(vv, 1) if isinstance(vv, float) else vv for kk, vv in v.items()})}"
                           for k, v in r.items() if isinstance(v, dict)))
 
