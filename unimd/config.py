@@ -67,6 +67,7 @@ class ModelConfig:
     cls_prior_prob: float = 0.0        # official: no prior-probability bias init (0); π > 0 sets b = -log((1-π)/π)
     regression_range: tuple = OFFICIAL_REGRESSION_RANGE
     max_seq_len: int = 288             # copied from data.max_seq_len by `Config.finalize`
+    causal: bool = False               # True: left-padded convs/pools, no step sees a later one (online detection)
 
 @dataclass
 class TrainConfig:
