@@ -71,6 +71,7 @@ def cmd_train(args) -> int:
     from unimd.config import load_config
     from unimd.data import build_dataset
     from unimd.distributed import init_from_env, launch
+    from unimd.open_vocab import class_subset
     from unimd.train import Trainer, set_deterministic
     if args.nproc > 1 and "LOCAL_RANK" not in os.environ: return launch(sys.argv[1:], args.nproc)
     s = _settings(args)
@@ -79,6 +80,8 @@ def cmd_train(args) -> int:
     rank, world, device = init_from_env(args.device or s.device())
     out = _run_dir(s, cfg, args.out)
     tr, va = build_dataset(cfg.data, cfg.data.train_split, s), build_dataset(cfg.data, cfg.data.val_split, s)
+    if cfg.data.seen_classes:  # open-vocabulary protocol: train (and validate) on the seen classes only
+        tr, va = class_subset(tr, cfg.data.seen_classes, "seen"), class_subset(va, cfg.data.seen_classes, "seen", False)
     if rank == 0: print(f"train: {tr}\nval:   {va}\nrun:   {out}" + (f"\nDDP:   {world} processes" if world > 1 else ""))
     t = Trainer(cfg, tr, out, va, device=device)
     if args.resume and (out/"last.pt").exists():
@@ -99,6 +102,7 @@ def cmd_eval(args) -> int:
     from unimd.config import config_from_dict, load_config
     from unimd.data import build_dataset
     from unimd.model import UniMD
+    from unimd.open_vocab import class_subset
     from unimd.train import evaluate
     if args.data_root: args.overrides = list(args.overrides) + [f"general.data_root={args.data_root}"]
     s = _settings(args)
@@ -121,6 +125,9 @@ def cmd_eval(args) -> int:
     # evaluating one task should not need the other task's annotations or embeddings
     if args.tasks and args.tasks != "all": cfg = cfg.copy(data=dict(options=dict(tasks=list(tasks))))
     ds = build_dataset(cfg.data, args.split or cfg.data.val_split, s)
+    if args.classes != "all":
+        if not cfg.data.seen_classes: raise SystemExit(f"unimd: --{args.classes} needs data.seen_classes (the checkpoint's or -o data.seen_classes=FILE)")
+        ds = class_subset(ds, cfg.data.seen_classes, args.classes, drop_sentences=False)
     metrics, _ = evaluate(model, ds, cfg, device=args.device or s.device(), progress=True, tasks=tasks)
     metrics = _json_metrics(metrics)
     out = Path(args.out) if args.out else ckpt_path.with_name(f"eval_{ds.split}.json")
@@ -242,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--split", help="split to evaluate (default: the config's val split)")
     d.add_argument("--tasks", choices=["tad", "mr", "all"], help="tasks to evaluate (default: the config's)")
     d.add_argument("--data-root", help="shorthand for --set general.data_root=PATH")
+    ov = d.add_mutually_exclusive_group()
+    ov.add_argument("--unseen", dest="classes", action="store_const", const="unseen", default="all",
+                    help="open vocabulary: evaluate only the classes not in data.seen_classes")
+    ov.add_argument("--seen", dest="classes", action="store_const", const="seen", help="evaluate only the seen classes")
     d = sub.add_parser("docs", help="build the offline HTML docs into _offline_docs/")
     d.add_argument("--out", default="_offline_docs", help="folder of the site, relative to the project root")
     d.add_argument("--execute", nargs="*", metavar="NOTEBOOK",

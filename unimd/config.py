@@ -39,6 +39,7 @@ class DataConfig:
     crop_ratio: tuple = (0.9, 1.0)     # short videos are cropped to U[ratio]·T steps
     batch_size: int = 2
     num_workers: int = 0
+    seen_classes: str = ""             # open vocabulary: a file of the class names to train on (one per line)
 
 @dataclass
 class ModelConfig:

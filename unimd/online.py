@@ -21,7 +21,7 @@ from .model import UniMD
 
 # %% auto #0
 __all__ = ['level_outputs', 'CausalWindow', 'HeldSteps', 'StreamingUniMD', 'covering_max', 'frame_scores', 'FrameScorer',
-           'RunSegmenter', 'StreamStep']
+           'RunSegmenter', 'StreamStep', 'online_eval']
 
 # %% ../nbs/64_online.ipynb #361d813d
 @torch.no_grad()
@@ -276,3 +276,41 @@ def _stream(self, chunks: Iterable, queries: Sequence[str] = (), classes=None, t
 
 _stream.__name__, _stream.__qualname__ = "stream", "Detector.stream"
 Detector.stream = _stream
+
+# %% ../nbs/64_online.ipynb #6381bd5f
+def _stream_video(model, feats, queries, horizon, threshold, chunk):
+    "Scores (1, T, Q) and ended instances of one video streamed `chunk` steps at a time."
+    st, scorer, seg, scores, ended = StreamingUniMD(model, queries), FrameScorer(model.strides, horizon), RunSegmenter(threshold), [], []
+    for x in feats.split(chunk, -1):
+        s = scorer.push(*st.push(x), x.shape[-1])
+        scores.append(s); ended += seg.push(s)
+    return torch.cat(scores, 1), ended + seg.flush()
+
+@torch.no_grad()
+def online_eval(model: UniMD, ds, mode: str = "causal", horizon: int = 64, threshold: float = 0.3, chunk: int = 16,
+                progress: bool = False) -> dict:
+    """Per-frame mAP / cAP of `model` on the TAD videos of `ds` (`mode`: offline | causal | stream); the stream mode
+    also gives the segment mAP of its reported instances (`ds.evaluate`)."""
+    from unimd.evaluators import frame_labels, online_frame_map
+    from unimd.train import progress_bar
+    if mode not in ("offline", "causal", "stream"): raise ValueError(f"mode must be offline, causal or stream, got {mode!r}")
+    if mode != "offline" and not model.cfg.causal: raise ValueError(f"mode={mode!r} needs a causal model (model.causal: true)")
+    model.eval()
+    dev = next(model.parameters()).device
+    scores, labels, dets = [], [], []
+    for s in progress_bar([s for s in ds.samples if s.tad is not None], desc=mode, disable=not progress, leave=False):
+        x, q, T = s.feats[None].to(dev), s.tad.queries.to(dev), s.num_steps
+        if mode == "stream":
+            f, ended = _stream_video(model, x, q, horizon, threshold, chunk)
+            seg = torch.tensor([[a - 0.5, b + 0.5] for _, _, a, b, _, _ in ended], dtype=torch.float32).reshape(-1, 2)
+            sec = grid_to_sec(seg, s.fps, s.feat_stride, s.num_frames).clamp(0, s.duration)
+            dets.append(dict(video_id=s.video_id, segments=sec, scores=torch.tensor([e[4] for e in ended]),
+                             labels=torch.tensor([e[1] for e in ended], dtype=torch.long)))
+        else:
+            f = frame_scores(*level_outputs(model, x, q), model.strides, T, causal=mode == "causal", horizon=horizon)
+        scores.append(f[0].cpu().numpy())
+        labels.append(frame_labels(np.arange(T), s.tad.segments.numpy(), s.tad.labels.numpy(), q.shape[0]))
+    res = online_frame_map(np.concatenate(scores), np.concatenate(labels), class_names=ds.class_names)
+    out = {"frame_mAP": res["mAP"], "frame_cAP": res["cAP"]}
+    if mode == "stream": out["segment_mAP"] = ds.evaluate({"tad": dets})["tad"]["mAP"]
+    return out
