@@ -21,7 +21,7 @@ from .model import UniMD
 
 # %% auto #0
 __all__ = ['level_outputs', 'CausalWindow', 'HeldSteps', 'StreamingUniMD', 'covering_max', 'frame_scores', 'FrameScorer',
-           'RunSegmenter', 'StreamStep', 'online_eval']
+           'RunSegmenter', 'StreamStep', 'cmd_predict_online', 'add_cli', 'online_eval']
 
 # %% ../nbs/64_online.ipynb #361d813d
 @torch.no_grad()
@@ -236,7 +236,7 @@ class RunSegmenter:
         self.start.fill_(-1); self.best.zero_()
         return out
 
-# %% ../nbs/64_online.ipynb #748d25cd
+# %% ../nbs/64_online.ipynb #3d7c62fd
 @dataclass
 class StreamStep:
     "One step of a stream: its index and time (s), the score of every query, and the instances that ended here."
@@ -246,9 +246,10 @@ class StreamStep:
     ended: list           # dicts: query, task, start, end (s), score
 
 def _stream(self, chunks: Iterable, queries: Sequence[str] = (), classes=None, template: str | None = None,
-            threshold: float = 0.5, horizon: int = 64, fps=None, feat_stride=None, num_frames=None):
+            threshold: float = 0.5, horizon: int = 64, fps=None, feat_stride=None, num_frames=None, downsample: bool = True):
     """Online detection over `chunks` of features: yields a `StreamStep` per feature step (and one last step for
-    instances still open at the end). `horizon`: how many steps back a step may still be covered (bounds memory)."""
+    instances still open at the end). `horizon`: how many steps back a step may still be covered (bounds memory);
+    `downsample=False`: the chunks are already on the training grid (e.g. from `features_of`)."""
     if not self.model.cfg.causal:
         raise DetectError("stream: this checkpoint's model is not causal (model.causal: false), so it needs the future; "
                           "train with -o model.causal=true for online detection")
@@ -256,7 +257,7 @@ def _stream(self, chunks: Iterable, queries: Sequence[str] = (), classes=None, t
     names, tasks = classes + queries, ["tad"] * len(classes) + ["mr"] * len(queries)
     if not names: raise DetectError("stream: nothing to detect: give classes=[...] and/or queries=[...]")
     fps, stride, nf = self._grid(fps, feat_stride, num_frames, "stream")
-    rate, seen = self.downsample_rate, 0
+    rate, seen = self.downsample_rate if downsample else 1, 0
     net = StreamingUniMD(self.model, torch.cat([tad, mr]).float().to(self.device))
     scorer, seg = FrameScorer(self.model.strides, horizon), RunSegmenter(threshold)
     sec = lambda g: max(0.0, float(grid_to_sec(g, fps, stride * rate, nf)))
@@ -276,6 +277,40 @@ def _stream(self, chunks: Iterable, queries: Sequence[str] = (), classes=None, t
 
 _stream.__name__, _stream.__qualname__ = "stream", "Detector.stream"
 Detector.stream = _stream
+
+# %% ../nbs/64_online.ipynb #6207019d
+def cmd_predict_online(args) -> int:
+    "`unimd predict --online`: stream a feature file through a causal checkpoint; print instances as they end."
+    import pandas as pd
+    from unimd.detect import load_detector, read_class_file
+    from unimd.settings import load_settings
+    s = load_settings(args.settings, args.overrides)
+    if not args.features: raise DetectError("predict --online reads a feature file (--features); extract a video's features first")
+    det = load_detector(args.ckpt, device=args.device or s.device(), clip_weights=args.clip_weights, settings=s)
+    sample = det.features_of(args.features, fps=args.fps, feat_stride=args.feat_stride, num_frames=args.num_frames, progress=False)
+    classes = [] if args.no_classes else (read_class_file(args.classes) if args.classes else None)
+    rows, n = [], 0
+    for st in det.stream(sample.feats.T.split(args.chunk), args.query, classes, args.template, args.threshold, args.horizon,
+                         sample.fps, sample.feat_stride, sample.num_frames, downsample=False):
+        if st.scores: rows.append(dict(step=st.step, time=st.time, **st.scores))
+        for e in st.ended:
+            n += 1
+            print(f"{st.time:8.2f} s  {e['task']}  {e['query']!r}: {e['start']:.2f}-{e['end']:.2f} s, score {e['score']:.3f}")
+    print(f"{len(rows)} steps, {n} instance(s) ended")
+    if args.csv:
+        pd.DataFrame(rows).to_csv(args.csv, index=False); print(f"wrote per-step scores to {args.csv}")
+    return 0
+
+def add_cli(sub, add_common, add_run):
+    "Add `--online` (and its options) to `unimd predict`."
+    p = sub.choices.get("predict")
+    if p is None: return
+    offline = p.get_default("func")
+    p.add_argument("--online", action="store_true", help="stream the features through a causal checkpoint (model.causal: true)")
+    p.add_argument("--chunk", type=int, default=1, help="--online: feature steps per push (default 1)")
+    p.add_argument("--threshold", type=float, default=0.5, help="--online: an instance runs while its score is ≥ this")
+    p.add_argument("--horizon", type=int, default=64, help="--online: steps back a past step may still cover")
+    p.set_defaults(func=lambda args: cmd_predict_online(args) if args.online else offline(args))
 
 # %% ../nbs/64_online.ipynb #6381bd5f
 def _stream_video(model, feats, queries, horizon, threshold, chunk):
