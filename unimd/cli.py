@@ -214,7 +214,7 @@ def cmd_docs(args) -> int:
     return 0
 
 # %% ../nbs/99_cli.ipynb #45ff98ca
-CLI_MODULES = ["unimd.datasets", "unimd.detect", "unimd.online", "unimd.official", "unimd.tables"]
+CLI_MODULES = ["unimd.datasets", "unimd.detect", "unimd.online", "unimd.official", "unimd.tables", "unimd.more_datasets"]
 
 def _plugins(sub):
     import importlib
