@@ -153,7 +153,11 @@ def test_ego4d_loading_path(tmp_path):
     dropped = 528 + 328 - 7 - 257
     assert ds.cleaning == {"videos dropped: feature files missing (allow_missing)": dropped,
                            "TAD segments reaching outside the video kept (official rule)": sum(outside(r.tad_segments, r.duration) for r in mq if r.video_id in sel),
-                           "MR moments reaching outside the video kept (official rule)": sum(outside(r.mr_segments, r.duration) for r in nlq if r.video_id in sel)}
+                           "MR moments reaching outside the video kept (official rule)": sum(outside(r.mr_segments, r.duration) for r in nlq if r.video_id in sel),
+                           # ground-truth cleaning runs on every annotated video of the split, before files are looked for
+                           "zero-length TAD segments kept (official rule)": sum(int((r.tad_segments[:, 0] == r.tad_segments[:, 1]).sum()) for r in mq),
+                           "zero-length MR moments kept (official rule)": sum(int((r.mr_segments[:, 0] == r.mr_segments[:, 1]).sum()) for r in nlq),
+                           "duplicated TAD segments kept (official rule)": 8}
     assert len(warned) == 1 and f"{dropped} videos dropped" in warned[0]
     assert ds.num_classes == 110 and ds.tad_queries.shape == (110, 512)
     # the time grid: the json's fps (30), stride 16, 16 frames; a clip with both tasks reads the MQ features

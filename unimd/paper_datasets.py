@@ -16,7 +16,7 @@ import numpy as np
 
 from .data import DataError
 from .datasets import (ClassEmbeddings, DatasetAdapter, FeatureSource, QueryEmbeddings, VideoFeatures, VideoRecord,
-                            _count, merge_records, register_adapter)
+                            _count, merge_records, read_database, register_adapter)
 
 # %% auto #0
 __all__ = ['CHARADES_FEATURES', 'read_ego4d_mq', 'read_ego4d_nlq', 'ego4d_query_string', 'Ego4D', 'read_charades_csv',
@@ -39,7 +39,7 @@ def _frame(dets, label="label"):
 # %% ../nbs/41_paper_datasets.ipynb #cdef19bb
 def read_ego4d_mq(path, subset: str | None = None) -> tuple:
     "Ego4D-MQ clip annotations (UniMD json): (records of `subset` (all when None), class names by label_id)."
-    db = _load_json(path)["database"]
+    db = read_database(path)
     names = {}
     records = []
     for clip, v in db.items():
@@ -55,7 +55,7 @@ def read_ego4d_mq(path, subset: str | None = None) -> tuple:
 def read_ego4d_nlq(path, subset: str | None = None) -> list:
     "Ego4D-NLQ clip annotations (UniMD json): one record per clip, queries in file order, with annotation ids."
     records = []
-    for clip, v in _load_json(path)["database"].items():
+    for clip, v in read_database(path).items():
         if subset is not None and v["subset"].lower() != subset: continue
         anns = v.get("annotations", [])
         timed = [i for i, a in enumerate(anns) if "segment" in a]
@@ -233,7 +233,7 @@ def remove_duplicate_annotations(anns: list, tol: float = 1e-3) -> list:
 
 def read_anet13(path, subset: str | None = None, counts: dict | None = None) -> tuple:
     "ActionFormer's ActivityNet-1.3 json: (records with `v_` ids, class names by label_id); duplicates removed and counted."
-    db = _load_json(path)["database"]
+    db = read_database(path)
     names, records = {}, []
     for vid, v in db.items():
         anns = v.get("annotations", [])
@@ -242,7 +242,7 @@ def read_anet13(path, subset: str | None = None, counts: dict | None = None) -> 
         kept = remove_duplicate_annotations(anns)
         if counts is not None: _count(counts, "duplicate TAD annotations removed", len(anns) - len(kept))
         records.append(VideoRecord("v_" + vid, float(v["duration"]), v.get("fps"), tad_segments=[a["segment"] for a in kept],
-                                   tad_labels=[a["label_id"] for a in kept]))
+                                   tad_labels=[a["label_id"] for a in kept], tad_names=[a.get("label") for a in kept]))
     return records, [names.get(i, f"class {i}") for i in range(max(names) + 1)] if names else []
 
 def read_anet_captions(path) -> list:
