@@ -41,9 +41,9 @@ def _device(args, s) -> str:
 def _overrides(pairs) -> dict:
     "['train.epochs=3', 'data.options.size=tiny', ...] → {'train': {'epochs': 3}, 'data': {'options': {'size': 'tiny'}}} (values parsed as YAML)."
     import yaml
+    from unimd.config import ConfigError
     out = {}
     for p in pairs or []:
-        from unimd.config import ConfigError
         if "=" not in p or "." not in p.split("=", 1)[0]: raise ConfigError(f"-o {p!r}: expected section.key=value")
         k, v = p.split("=", 1)
         *path, key = k.split(".")   # data.options.size=tiny nests into data: {options: {size: tiny}}
@@ -96,7 +96,7 @@ def cmd_train(args) -> int:
     # the process that owns the run folder locks it; DDP workers run under their launcher's lock (or rank 0's, under
     # a torchrun started by hand)
     owner = not os.environ.get("UNIMD_RUN_LOCKED") and int(os.environ.get("RANK", "0")) == 0
-    lock = prepare_run_folder(out, args.resume, args.overwrite) if owner else None
+    lock = prepare_run_folder(out, args.resume, args.overwrite) if owner else None   # held until this command returns
     if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
         os.environ["UNIMD_RUN_LOCKED"] = "1"
         return launch(sys.argv[1:], args.nproc)
@@ -125,7 +125,6 @@ def cmd_eval(args) -> int:
     "Evaluate a checkpoint (ours, or an official `.pth.tar` with its official YAML) on a split; print a table, write JSON."
     import json
     from pathlib import Path
-    import torch
     from unimd.config import ConfigError, config_from_dict, load_config
     from unimd.data import build_dataset
     from unimd.model import UniMD

@@ -65,7 +65,7 @@ class ModelConfig:
     reg_head_fc_num: int = 3           # fc layers of the kernel-generator MLP (1-3)
     query_fc_dim: int = 512
     query_dropout: float = 0.1
-    kernel_relu: bool = True           # official: the kernel generator ends in ReLU, so generated kernels are ≥ 0 (SPEC §11.3)
+    kernel_relu: bool = True           # official: the kernel generator ends in ReLU, so generated kernels are ≥ 0 (official `libs/modeling/query_reg_tad_mr.py`: the kernel MLP ends in a ReLU)
     cls_prior_prob: float = 0.0        # official: no prior-probability bias init (0); π > 0 sets b = -log((1-π)/π)
     regression_range: tuple = OFFICIAL_REGRESSION_RANGE
     max_seq_len: int = 288             # copied from data.max_seq_len by `Config.finalize`
