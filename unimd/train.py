@@ -23,7 +23,7 @@ from torch import nn
 from .config import Config
 from .data import collate, pad_length, random_crop
 from .distributed import convert_batchnorm, gather_to_main, is_main, shard, sum_over_processes, world, barrier
-from .decode import predict
+from .decode import predict_batches
 from .losses import UniMDLoss
 from .model import UniMD
 
@@ -106,10 +106,12 @@ def evaluate(model, ds, cfg: Config, batch_size: int = 8, device="cpu", progress
         by_len.setdefault(pad_length(s.num_steps, cfg.data.max_seq_len, max_stride), []).append(i)
     groups = [idx[j:j + batch_size] for _, idx in sorted(by_len.items()) for j in range(0, len(idx), batch_size)]
     rank, size = world()
-    preds = {t: [] for t in tasks}
-    for g in progress_bar(shard(groups, rank, size), desc="eval", disable=not progress or rank > 0, leave=False):
-        batch = collate([ds[i] for i in g], cfg.data.max_seq_len, training=False, max_stride=max_stride, tasks=tasks).to(device)
-        for t, dets in predict(model, batch, cfg.test).items(): preds[t].extend(dets)
+    bar = progress_bar(shard(groups, rank, size), desc="eval", disable=not progress or rank > 0, leave=False)
+    batches = (collate([ds[i] for i in g], cfg.data.max_seq_len, training=False, max_stride=max_stride, tasks=tasks).to(device)
+               for g in bar)
+    # the candidates of many batches go through one Soft-NMS call (much faster than one call per batch)
+    found = predict_batches(model, batches, cfg.test)
+    preds = {t: found.get(t, []) for t in tasks}
     if size > 1:   # distributed: every process decoded a shard; rank 0 gathers them and computes the metrics
         parts = gather_to_main(preds)
         if rank > 0: return {}, {}
