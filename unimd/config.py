@@ -94,6 +94,8 @@ class TrainConfig:
     sampling: str = "individual"       # individual | random | sync | alternating
     pretrain_from: str = ""            # checkpoint to start from (pre-training → fine-tuning)
     eval_every: int = 0                # evaluate every N epochs (0: only at the end)
+    checkpoint_every: int = 0          # write last.pt + ema.pt every N epochs (0: auto, see Trainer.fit)
+    precision: str = "fp32"            # fp32 | bf16 (autocast on CPU and CUDA; fp32 is the faithful default)
     data_ratio_tad: float = 1.0        # share of TAD training videos used
     data_ratio_mr: float = 1.0
     sync_keep_surplus: bool = False    # synchronized sampling: do not drop the larger exclusive set's surplus
@@ -140,6 +142,10 @@ class Config:
             raise ConfigError(f"model.reg_head_fc_num must be 1, 2 or 3, got {m.reg_head_fc_num}")
         if self.train.sampling not in ("individual", "random", "sync", "alternating"):
             raise ConfigError(f"train.sampling={self.train.sampling!r}: expected individual, random, sync or alternating")
+        if self.train.checkpoint_every < 0:
+            raise ConfigError(f"train.checkpoint_every={self.train.checkpoint_every}: expected 0 (auto) or a number of epochs ≥ 1")
+        if self.train.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"train.precision={self.train.precision!r}: expected fp32 or bf16")
         bad = set(self.train.tasks) - {"tad", "mr"}
         if bad or not self.train.tasks: raise ConfigError(f"train.tasks={self.train.tasks}: expected a subset of (tad, mr)")
         return self
