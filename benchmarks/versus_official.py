@@ -63,6 +63,9 @@ from unimd.train import EMA, param_groups  # noqa: E402
 EGO4D_YAML = "configs/ego4d/ego4d_vmaeVerb_convnext_35e_stop15e.yaml"
 CHARADES_YAML = "configs/charades/charades_i3d_convnext_bs2_70e_stop20e.yaml"
 UNUSED_MODULES = ("ipdb", "prettytable", "h5py", "terminaltables")
+# device_check.py --dry-run: our side only, a model small enough for CI
+TINY_MODEL = dict(data=dict(max_seq_len=64, batch_size=2),
+                  model=dict(input_dim=32, embd_dim=16, fpn_dim=16, head_dim=32, text_dim=32, query_fc_dim=32, fpn_layers=1))
 
 
 # -- the official code -------------------------------------------------------------------------------------------
@@ -107,13 +110,16 @@ def no_dropout(model):
     return model
 
 
-def models(off, yaml, seed=0):
-    "(our model, our config, official model or None, official config or None) with the same weights."
+def models(off, yaml, seed=0, device="cpu", model_override=None):
+    """(our model, our config, official model or None, official config or None) with the same weights.
+    `model_override`: config sections to change (our side only, no official model then)."""
+    if model_override: off = None
     root = off.path if off else None
     cfg, _ = translate_official_config((root or HERE)/yaml) if root else (None, None)
     if cfg is None: cfg = _our_config(yaml)
+    if model_override: cfg = cfg.copy(**model_override)
     torch.manual_seed(seed)
-    ours = no_dropout(UniMD(cfg.model))
+    ours = no_dropout(UniMD(cfg.model)).to(device)
     theirs, ocfg = None, None
     if off:
         ocfg = off.load_config(str(root/yaml))
@@ -121,7 +127,7 @@ def models(off, yaml, seed=0):
             theirs = off.make_meta_arch(ocfg["model_name"], **ocfg["model"])
         sd = {k.removeprefix("module."): v for k, v in to_official_state_dict(ours).items()}
         theirs.load_state_dict(sd, strict=True)
-        no_dropout(theirs)
+        no_dropout(theirs).to(device)
     return ours, cfg, theirs, ocfg
 
 
@@ -314,20 +320,21 @@ def synth_samples(cfg, n_videos, T, n_classes, seed, tad_q, mr_queries=(3, 6)):
     return out
 
 
-def official_video(s, task):
+def official_video(s, task, device="cpu"):
     a = s.task(task)
-    d = dict(video_id=s.video_id, feats=s.feats, segments=a.segments.float(), labels=a.labels.long(), fps=s.fps,
-             duration=s.duration, feat_stride=s.feat_stride, feat_num_frames=s.num_frames, q_feats=a.queries)
+    d = dict(video_id=s.video_id, feats=s.feats.to(device), segments=a.segments.float().to(device),
+             labels=a.labels.long().to(device), fps=s.fps, duration=s.duration, feat_stride=s.feat_stride,
+             feat_num_frames=s.num_frames, q_feats=a.queries.to(device))
     if task == "mr": d["queries"] = [f"q{i}" for i in range(a.num_queries)]
     return d
 
 
-def train_step_fns(off, yaml, T, n_classes, seed=0):
+def train_step_fns(off, yaml, T, n_classes, seed=0, device="cpu", model_override=None):
     "(ours step, official step or None, check) for one training iteration at an official config."
-    ours, cfg, theirs, ocfg = models(off, yaml, seed)
+    ours, cfg, theirs, ocfg = models(off, yaml, seed, device, model_override)
     tad_q = unit(torch.randn(n_classes, cfg.model.text_dim, generator=torch.Generator().manual_seed(7)))
     samples = synth_samples(cfg, cfg.data.batch_size, T, n_classes, seed, tad_q)
-    batch = collate(samples, cfg.data.max_seq_len, training=True, max_stride=ours.max_stride)
+    batch = collate(samples, cfg.data.max_seq_len, training=True, max_stride=ours.max_stride).to(device)
     tc = cfg.train
     loss = UniMDLoss(tc, ours.strides, cfg.model.regression_range, num_classes=n_classes)
     opt = torch.optim.AdamW(param_groups(ours, tc.weight_decay), lr=tc.learning_rate)
@@ -340,14 +347,14 @@ def train_step_fns(off, yaml, T, n_classes, seed=0):
         res = loss(ours(batch), batch)
         res["total"].backward()
         opt.step(); ema.update(ours)
-        rec.setdefault("ours", float(res["total"]))
-        return float(res["total"])
+        rec.setdefault("ours", res["total"].item())
+        return res["total"].item()
 
     if theirs is None: return ours_step, None, rec
     theirs.train()
     oopt = off.make_optimizer(theirs, ocfg["opt"])
     oema = off.ModelEma(theirs)
-    vl = [{"tad": official_video(s, "tad"), "mr": official_video(s, "mr")} for s in samples]
+    vl = [{"tad": official_video(s, "tad", device), "mr": official_video(s, "mr", device)} for s in samples]
     tasks = [["tad", "mr"] for _ in samples]
     w_tad, w_mr = ocfg["train_cfg"]["tad_loss_weight"], ocfg["train_cfg"]["mr_loss_weight"]
 
@@ -357,8 +364,8 @@ def train_step_fns(off, yaml, T, n_classes, seed=0):
         total = losses["tad"]["final_loss"] * w_tad + losses["mr"]["final_loss"] * w_mr
         total.backward()
         oopt.step(); oema.update(theirs)
-        rec.setdefault("official", float(total))
-        return float(total)
+        rec.setdefault("official", total.item())
+        return total.item()
 
     return ours_step, their_step, rec
 
