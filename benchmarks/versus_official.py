@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
+ROOT_SHARED = HERE.parent.parent/"shared"
 sys.path.insert(0, str(HERE))
 from softnms import charades_like, ego4d_like  # noqa: E402  (the Soft-NMS workloads, shared with softnms.py)
 
@@ -138,9 +139,22 @@ def _our_config(yaml):
 
 
 # -- timing ------------------------------------------------------------------------------------------------------
-def interleaved(fns: dict, repeats: int, warmup: int = 1):
+PROFILE = {"on": False, "top": 10}
+
+
+def profile_each(fns: dict, label: str):
+    "torch.profiler's top entries (self CPU time) of one run of each side."
+    from torch.profiler import ProfilerActivity, profile
+    for k, f in fns.items():
+        with profile(activities=[ProfilerActivity.CPU]) as p: f()
+        print(f"\n--- profile: {label} | {k} ---")
+        print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=PROFILE["top"], max_name_column_width=40))
+
+
+def interleaved(fns: dict, repeats: int, warmup: int = 1, label: str = ""):
     "Run every fn once (warm-up), then `repeats` rounds of each in turn; returns {name: [seconds]} and last outputs."
     outs = {k: f() for k, f in fns.items() for _ in range(warmup)}
+    if PROFILE["on"]: profile_each(fns, label)
     ts = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
@@ -236,7 +250,7 @@ def bench_nms(off, args, rows):
     for w in nms_workloads(args.scale):
         fns = {"ours (evaluation)": lambda w=w: ours_eval_nms(w), "ours (per video)": lambda w=w: ours_per_video_nms(w)}
         if off: fns = {"official": lambda w=w: official_nms(off, w), **fns}
-        ts, outs = interleaved(fns, args.nms_repeats)
+        ts, outs = interleaved(fns, args.nms_repeats, label=f"Soft-NMS {w['name']}")
         n_groups = len(torch.unique(w["video"] * 100000 + w["labels"]))
         desc = f"Soft-NMS {w['name']} ({len(torch.unique(w['video']))} videos, {n_groups} groups)"
         for k in ("ours (evaluation)", "ours (per video)"):
@@ -280,7 +294,7 @@ def bench_heads(off, args, rows):
         fns = {"ours": lambda q=q_ours: our_fwd(q)}
         if theirs is not None: fns = {"official": lambda q=q_off, t=task: their_fwd(q, t), **fns}
         with torch.no_grad():
-            ts, outs = interleaved(fns, args.repeats)
+            ts, outs = interleaved(fns, args.repeats, label=f"heads {name}")
         check = None
         if theirs is not None:
             (c1, r1), (c2, r2) = outs["ours"], outs["official"]
@@ -375,7 +389,7 @@ def bench_train(off, args, rows):
                                 (CHARADES_YAML, 288, 157, "Charades config, T=288, batch 2, both tasks")):
         ours_step, their_step, rec = train_step_fns(off, yaml, T, ncls)
         fns = {"ours": ours_step} if their_step is None else {"official": their_step, "ours": ours_step}
-        ts, _ = interleaved(fns, args.train_repeats, warmup=0)   # the first iteration's losses are compared
+        ts, _ = interleaved(fns, args.train_repeats, warmup=0, label=f"training {name}")   # first losses compared
         check = None
         if their_step is not None:
             rel = abs(rec["ours"] - rec["official"]) / abs(rec["official"])
@@ -403,7 +417,7 @@ def bench_infer(off, args, rows):
                     for s in samples]
 
     fns = {"ours": ours_run} if theirs is None else {"official": their_run, "ours": ours_run}
-    ts, outs = interleaved(fns, args.repeats)
+    ts, outs = interleaved(fns, args.repeats, label="inference per video")
     ts = {k: [t / len(samples) for t in v] for k, v in ts.items()}
     check = None
     if theirs is not None:
@@ -415,13 +429,121 @@ def bench_infer(off, args, rows):
                     "top-50 scores compared"))
 
 
+def bench_equality(off, args, rows):
+    """Training step by step against the official code: same initial weights, dropout and drop-path off, the same
+    batches fed to both (no sampler, no crops), `--steps` optimizer steps; compares at every step the losses, the
+    learning rate, the gradient norm (before clipping), the weights and the EMA weights. Prints the first step
+    where one differs by more than 1e-5 relative, and writes every step to --json."""
+    if off is None:
+        print("equality: needs --official"); return
+    import math
+    from unimd.train import warmup_cosine
+    tiny = ROOT_SHARED/"fixtures"/"official_model"/"charades_tiny"/"charades_tiny_fixture.yaml"
+    yaml_path = tiny if tiny.exists() else off.path/CHARADES_YAML
+    cfg, _ = translate_official_config(yaml_path)
+    ocfg = off.load_config(str(yaml_path))
+    torch.manual_seed(0)
+    ours = no_dropout(UniMD(cfg.model)); ours.train()
+    with contextlib.redirect_stdout(io.StringIO()):
+        theirs = off.make_meta_arch(ocfg["model_name"], **ocfg["model"])
+    theirs.load_state_dict({k.removeprefix("module."): v for k, v in to_official_state_dict(ours).items()}, strict=True)
+    no_dropout(theirs); theirs.train()
+    ipe, tc, T = 2, cfg.train, cfg.data.max_seq_len      # 2 iterations per epoch: warm-up, then cosine, within the steps
+    n_cls = ocfg["dataset"]["num_classes"]
+    tad_q = unit(torch.randn(n_cls, cfg.model.text_dim, generator=torch.Generator().manual_seed(7)))
+    batches = [synth_samples(cfg, cfg.data.batch_size, T, n_cls, 100 + i, tad_q) for i in range(args.steps)]
+    loss = UniMDLoss(tc, ours.strides, cfg.model.regression_range, num_classes=n_cls)
+    opt = torch.optim.AdamW(param_groups(ours, tc.weight_decay), lr=tc.learning_rate)
+    total = (tc.warmup_epochs + tc.epochs) * ipe
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(tc.warmup_epochs * ipe, total, tc.eta_min / tc.learning_rate))
+    ema = EMA(ours, tc.ema_decay)
+    oopt = off.make_optimizer(theirs, ocfg["opt"])
+    osched = off.make_scheduler(oopt, ocfg["opt"], ipe)
+    oema = off.ModelEma(theirs)
+    w_tad, w_mr = ocfg["train_cfg"]["tad_loss_weight"], ocfg["train_cfg"]["mr_loss_weight"]
+    clip = ocfg["train_cfg"]["clip_grad_l2norm"]
+    rel = lambda a, b: abs(a - b) / max(abs(b), 1e-30)
+
+    # The BiFPN's 1x1 convs feed BatchNorm: their biases have a zero gradient in exact arithmetic, so the float32
+    # gradient is rounding noise, which AdamW's first steps turn into +-lr (its update is g / (|g| + eps)). They
+    # cannot change any output and are reported apart. Integer buffers (BatchNorm's num_batches_tracked) too: the
+    # official ModelEma averages them like weights (and truncates), ours copies them; BatchNorm with a momentum
+    # never reads them.
+    noise = lambda k: ".ft_modules." in k and k.endswith(".conv.bias")
+
+    def sd_diff(a_model, b_sd, keep):
+        a_sd = {k.removeprefix("module."): v for k, v in to_official_state_dict(a_model).items()}
+        worst, where = 0.0, ""
+        for k, b in b_sd.items():
+            if not keep(k, b): continue
+            a = a_sd[k]
+            if not b.dtype.is_floating_point:
+                d = 0.0 if torch.equal(a.long(), b.long()) else float("inf")
+            else:
+                d = float((a - b).abs().max() / b.abs().max().clamp(min=1e-30))
+            if d > worst: worst, where = d, k
+        return worst, where
+    main = lambda k, b: b.dtype.is_floating_point and not noise(k)
+
+    log, first = [], None
+    for i, samples in enumerate(batches):
+        batch = collate(samples, cfg.data.max_seq_len, training=True, max_stride=ours.max_stride)
+        lr_o, lr_t = sched.get_last_lr()[0], osched.get_last_lr()[0]
+        opt.zero_grad(set_to_none=True)
+        res = loss(ours(batch), batch)
+        res["total"].backward()
+        gn_o = float(torch.nn.utils.clip_grad_norm_(ours.parameters(), tc.clip_grad_l2norm if tc.clip_grad_l2norm > 0 else math.inf))
+        opt.step(); sched.step(); ema.update(ours)
+        oopt.zero_grad(set_to_none=True)
+        vl = [{"tad": official_video(s, "tad"), "mr": official_video(s, "mr")} for s in samples]
+        losses, *_ = theirs(vl, [["tad", "mr"]] * len(vl), 0, ocfg["opt"]["epochs"])
+        tot = losses["tad"]["final_loss"] * w_tad + losses["mr"]["final_loss"] * w_mr
+        tot.backward()
+        gn_t = float(torch.nn.utils.clip_grad_norm_(theirs.parameters(), clip if clip > 0 else math.inf))
+        oopt.step(); osched.step(); oema.update(theirs)
+        w_d, w_k = sd_diff(ours, theirs.state_dict(), main)
+        e_d, e_k = sd_diff(ema.module, oema.module.state_dict(), main)
+        n_d, _ = sd_diff(ours, theirs.state_dict(), lambda k, b: noise(k))
+        i_d, i_k = sd_diff(ema.module, oema.module.state_dict(), lambda k, b: not b.dtype.is_floating_point)
+        rec = dict(step=i + 1, loss_ours=res["total"].item(), loss_official=tot.item(), lr_ours=lr_o, lr_official=lr_t,
+                   grad_norm_ours=gn_o, grad_norm_official=gn_t, weights_rel=w_d, weights_worst=w_k, ema_rel=e_d, ema_worst=e_k,
+                   bn_fed_bias_rel=n_d, ema_int_buffers_equal=i_d == 0.0)
+        rec["loss_rel"], rec["lr_rel"], rec["grad_norm_rel"] = rel(rec["loss_ours"], rec["loss_official"]), rel(lr_o, lr_t), rel(gn_o, gn_t)
+        log.append(rec)
+        bad = [k for k in ("loss_rel", "lr_rel", "grad_norm_rel", "weights_rel", "ema_rel") if rec[k] > 1e-5]
+        if bad and first is None: first = (i + 1, bad, rec)
+    print(f"\nequality, {yaml_path.name}, {args.steps} steps, {ipe} iterations per epoch:")
+    print("step  loss ours / official  rel   lr rel   grad-norm rel   weights rel (worst)   EMA rel (worst)")
+    for r in log:
+        if r["step"] <= 3 or r["step"] % 10 == 0 or (first and r["step"] == first[0]):
+            print(f"{r['step']:4d}  {r['loss_ours']:.6g} / {r['loss_official']:.6g}  {r['loss_rel']:.1e}  {r['lr_rel']:.1e}  "
+                  f"{r['grad_norm_rel']:.1e}  {r['weights_rel']:.1e} ({r['weights_worst']})  {r['ema_rel']:.1e} ({r['ema_worst']})")
+    print("first step beyond 1e-5 relative:", "none" if first is None else f"{first[0]} ({', '.join(first[1])})")
+    print(f"apart: biases feeding BatchNorm differ by up to {max(r['bn_fed_bias_rel'] for r in log):.1e} relative "
+          f"(gradient noise, see the comment in bench_equality); EMA integer buffers equal at every step: "
+          f"{all(r['ema_int_buffers_equal'] for r in log)}")
+    worst = {k: max(r[k] for r in log) for k in ("loss_rel", "lr_rel", "grad_norm_rel", "weights_rel", "ema_rel")}
+    rows.append(dict(workload=f"training equality, {args.steps} steps ({yaml_path.name})", official="-", ours="-", ratio=None,
+                     equal=("yes" if first is None else f"NO from step {first[0]}") + f" (max rel: {max(worst.values()):.1e})",
+                     note=json.dumps(worst), official_s=None, ours_s=None, steps=log))
+
+
 def peak_child(side, official):
     "Run 3 training iterations of one side in this (fresh) process and print its peak RSS."
     torch.set_num_threads(1)
     off = load_official(official) if side == "official" else None
     ours_step, their_step, _ = train_step_fns(off, EGO4D_YAML, 1024, 110)
     for _ in range(3): (their_step if side == "official" else ours_step)()
-    print(json.dumps({"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+    print(json.dumps({"peak_rss_bytes": peak_rss_bytes()}))
+
+
+def peak_rss_bytes():
+    "This process's peak RSS. VmHWM, not getrusage: ru_maxrss survives exec, so a child would report its parent's peak."
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"): return int(line.split()[1]) * 1024
+    except OSError: pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def bench_memory(off, args, rows):
@@ -441,13 +563,15 @@ def bench_memory(off, args, rows):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--official", type=Path, help="checkout of the official UniMD repository (omit: our side only)")
-    ap.add_argument("--rows", default="nms,heads,train,infer,memory", help="comma-separated subset")
+    ap.add_argument("--rows", default="nms,heads,train,infer,memory",
+                    help="comma-separated subset of nms,heads,train,infer,memory,equality")
+    ap.add_argument("--steps", type=int, default=50, help="optimizer steps of the equality check")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--nms-repeats", type=int, default=3)
     ap.add_argument("--train-repeats", type=int, default=3)
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the Soft-NMS workloads' videos")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--profile", action="store_true", help="print the torch.profiler top entries of our side per row")
+    ap.add_argument("--profile", action="store_true", help="print torch.profiler's top entries per workload and side")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     ap.add_argument("--_peak", choices=["ours", "official"], help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -459,13 +583,10 @@ def main(argv=None):
           f"{torch.get_num_threads()} thread(s); load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if off: print(f"official: {off.path} (nms_1d_cpu {off.nms_build})")
     rows = []
-    benches = dict(nms=bench_nms, heads=bench_heads, train=bench_train, infer=bench_infer, memory=bench_memory)
+    benches = dict(nms=bench_nms, heads=bench_heads, train=bench_train, infer=bench_infer, memory=bench_memory,
+                   equality=bench_equality)
+    PROFILE["on"] = a.profile
     for r in a.rows.split(","):
-        if a.profile and r in ("heads", "train", "infer", "nms"):
-            from torch.profiler import ProfilerActivity, profile
-            with profile(activities=[ProfilerActivity.CPU]) as prof: benches[r](off, a, [])
-            print(f"--- profile: {r} (both sides) ---")
-            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
         benches[r](off, a, rows)
         print(f"[{r} done, load {os.getloadavg()[0]:.2f}]", flush=True)
     load = os.getloadavg()
