@@ -119,3 +119,5 @@ def test_decoding_many_batches_together_equals_decoding_each(chunk, cfg):
             assert len(a["scores"]) > 0
             assert torch.equal(a["segments"], b["segments"]) and torch.equal(a["scores"], b["scores"])
             assert torch.equal(a["labels"], b["labels"])
+            assert ("saliency" in a) == ("saliency" in b) == (t == "mr")
+            if t == "mr": assert torch.equal(a["saliency"], b["saliency"])

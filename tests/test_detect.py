@@ -139,3 +139,20 @@ def test_downsample_rate_of_the_feature_spec(mdsynth, tmp_path):
     assert det.features_of(tmp_path/"f.npy").num_steps == 51
     explicit = det.features_of(feats, fps=24, feat_stride=4, num_frames=16)   # an explicit grid is taken as given
     assert explicit.num_steps == 101 and explicit.feat_stride == 4
+
+
+def test_cli_predict_saliency(mdsynth, tmp_path, capsys):
+    "--saliency prints each sentence's most salient clips, --saliency-csv writes all of them, as detect(saliency=True) gives them."
+    path, ds = mdsynth
+    v = ds[2]
+    np.save(tmp_path/"v.npy", v.feats.T.numpy())
+    sent = f"the person is {ds.class_names[0]}"
+    assert main(["predict", "--ckpt", str(path), "--features", str(tmp_path/"v.npy"), "--query", sent, "--no-classes",
+                 "--saliency", "--top", "2", "--saliency-csv", str(tmp_path/"sal.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "most salient 2-s clips" in out and "saliency" in out
+    sal = pd.read_csv(tmp_path/"sal.csv")
+    det = load_detector(path)
+    _, want = det.detect(tmp_path/"v.npy", queries=[sent], classes=[], saliency=True, progress=False)
+    assert list(sal.columns) == ["query", "clip", "start", "end", "saliency"] and len(sal) == len(want) > 0
+    assert np.allclose(sal["saliency"], want["saliency"], atol=1e-6) and sal["saliency"].between(0, 1).all()

@@ -183,16 +183,31 @@ def cmd_demo(args) -> int:
 
 # %% ../nbs/99_cli.ipynb #5efe710f
 def cmd_docs(args) -> int:
-    "Build the offline HTML docs (and the README with --readme)."
+    "Build the offline HTML docs (and the README with --readme); with --execute, first re-run notebooks to store their outputs."
+    import time
+    from pathlib import Path
+    from nbdev.config import get_config
     from unimd.docsite import build_docs, build_readme
+    if args.execute is not None:
+        from unimd.nboutputs import refresh_outputs
+        cfg = get_config()
+        nbs = [Path(p) for p in args.execute] or sorted(Path(cfg.nbs_path).glob("*.ipynb"))
+        problems = refresh_outputs(nbs, Path(cfg.config_path))
+        if problems:
+            print("unimd: stored outputs to fix:\n  " + "\n  ".join(problems), file=sys.stderr)
+            return 1
+        if args.execute: return 0  # only some notebooks: the site is built from all of them, on request
     if args.readme: print(f"wrote {build_readme()}")
     if not args.readme_only:
+        t0 = time.perf_counter()
         out = build_docs(args.out)
-        print(f"wrote {out}/index.html")
+        size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+        print(f"wrote {out}/index.html: {len(list(out.glob('*.html')))} pages, {size / 1e6:.1f} MB, "
+              f"{time.perf_counter() - t0:.0f} s")
     return 0
 
 # %% ../nbs/99_cli.ipynb #45ff98ca
-CLI_MODULES = ["unimd.datasets", "unimd.detect", "unimd.official", "unimd.tables"]
+CLI_MODULES = ["unimd.datasets", "unimd.detect", "unimd.official", "unimd.tables", "unimd.more_datasets"]
 
 def _plugins(sub):
     import importlib
@@ -228,7 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--tasks", choices=["tad", "mr", "all"], help="tasks to evaluate (default: the config's)")
     d.add_argument("--data-root", help="shorthand for --set general.data_root=PATH")
     d = sub.add_parser("docs", help="build the offline HTML docs into _offline_docs/")
-    d.add_argument("--out", default="_offline_docs")
+    d.add_argument("--out", default="_offline_docs", help="folder of the site, relative to the project root")
+    d.add_argument("--execute", nargs="*", metavar="NOTEBOOK",
+                   help="re-run notebooks (all of nbs/ when none is named) in the unimd kernel, one thread, and store "
+                        "their outputs; with no notebook named, the site is then built")
     d.add_argument("--readme", action="store_true", help="also regenerate README.md from nbs/index.ipynb")
     d.add_argument("--readme-only", action="store_true", help="only regenerate README.md")
     d.set_defaults(func=cmd_docs)

@@ -99,6 +99,8 @@ class TrainConfig:
     data_ratio_tad: float = 1.0        # share of TAD training videos used
     data_ratio_mr: float = 1.0
     sync_keep_surplus: bool = False    # synchronized sampling: do not drop the larger exclusive set's surplus
+    saliency_loss_weight: float = 0.0  # > 0: add the rank hinge on clip saliency labels (QVHighlights); 0: off (official)
+    saliency_margin: float = 0.2       # its margin, on saliency in [0, 1]
 
 @dataclass
 class TestConfig:

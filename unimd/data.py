@@ -45,6 +45,7 @@ class TaskAnnotation:
     labels: torch.Tensor
     queries: torch.Tensor
     texts: list | None = None         # the query strings, when known
+    saliency: torch.Tensor | None = None  # (Q, T) graded clip saliency per step (QVHighlights), < 0 where unknown
 
     @property
     def num_queries(self) -> int: return int(self.queries.shape[0])
@@ -91,6 +92,8 @@ def check_sample(s: VideoSample, input_dim: int | None = None, text_dim: int | N
         if not torch.isfinite(a.queries).all(): raise DataError(f"{w}: {name} query embeddings contain NaN/Inf")
         if a.segments.dim() != 2 or a.segments.shape[-1] != 2 or a.labels.shape != a.segments.shape[:1]:
             raise DataError(f"{w}: {name} segments must be (N, 2) with labels (N,), got {tuple(a.segments.shape)} / {tuple(a.labels.shape)}")
+        if a.saliency is not None and tuple(a.saliency.shape) != (a.num_queries, s.num_steps):
+            raise DataError(f"{w}: {name} saliency labels must be (Q, T) = ({a.num_queries}, {s.num_steps}), got {tuple(a.saliency.shape)}")
         if len(a.labels) and (a.labels.min() < 0 or a.labels.max() >= a.num_queries):
             raise DataError(f"{w}: {name} labels must index the {a.num_queries} queries, got range "
                             f"[{int(a.labels.min())}, {int(a.labels.max())}]")
@@ -133,7 +136,8 @@ def random_crop(s: VideoSample, max_seq_len: int, trunc_thresh: float = 0.5, cro
     for t, a in anns:
         n = len(a.segments)
         k = keep[i:i+n]
-        setattr(out, t, replace(a, segments=torch.stack([left[i:i+n][k], right[i:i+n][k]], 1) - st, labels=a.labels[k]))
+        setattr(out, t, replace(a, segments=torch.stack([left[i:i+n][k], right[i:i+n][k]], 1) - st, labels=a.labels[k],
+                                saliency=None if a.saliency is None else a.saliency[:, st:ed]))
         i += n
     return out
 
@@ -148,6 +152,7 @@ class TaskBatch:
     labels: torch.Tensor              # (b, G)
     gt_mask: torch.Tensor             # (b, G) bool
     texts: list | None = None
+    saliency: torch.Tensor | None = None  # (b, Q, L) saliency labels, -1 where unknown or padded
 
     @property
     def shared(self) -> bool: return self.queries.dim() == 2
@@ -180,7 +185,15 @@ def pad_length(T: int, max_seq_len: int, max_stride: int = 32, training: bool = 
         return max_seq_len
     return max(max_seq_len, -(-T // max_stride) * max_stride)
 
-def _task_batch(samples, rows, task):
+def _saliency_batch(anns, Q: int, L: int):
+    "(b, Q, L) saliency labels of the rows, -1 where a row has none, past its queries or its steps; None if no row has any."
+    if all(a.saliency is None for a in anns): return None
+    out = torch.full((len(anns), Q, L), -1.0)
+    for i, a in enumerate(anns):
+        if a.saliency is not None: out[i, :a.saliency.shape[0], :a.saliency.shape[1]] = a.saliency
+    return out
+
+def _task_batch(samples, rows, task, L: int):
     anns = [samples[r].task(task) for r in rows]
     G = max(1, max(len(a.segments) for a in anns))
     b = len(rows)
@@ -190,12 +203,14 @@ def _task_batch(samples, rows, task):
         segs[i, :n] = a.segments; labels[i, :n] = a.labels; gmask[i, :n] = True
     first = anns[0].queries
     if task == "tad" and all(a.queries is first or torch.equal(a.queries, first) for a in anns):
-        return TaskBatch(torch.as_tensor(rows), first, None, segs, labels, gmask, anns[0].texts)
+        return TaskBatch(torch.as_tensor(rows), first, None, segs, labels, gmask, anns[0].texts,
+                         _saliency_batch(anns, first.shape[0], L))
     Q = max(a.num_queries for a in anns)
     queries = first.new_zeros(b, Q, first.shape[1]); qmask = torch.zeros(b, Q, dtype=torch.bool)
     for i, a in enumerate(anns):
         queries[i, :a.num_queries] = a.queries; qmask[i, :a.num_queries] = True
-    return TaskBatch(torch.as_tensor(rows), queries, qmask, segs, labels, gmask, [a.texts for a in anns])
+    return TaskBatch(torch.as_tensor(rows), queries, qmask, segs, labels, gmask, [a.texts for a in anns],
+                     _saliency_batch(anns, Q, L))
 
 def collate(samples: list, max_seq_len: int, training: bool, max_stride: int = 32, tasks=("tad", "mr")) -> Batch:
     "Pad `samples` into a `Batch`, with one `TaskBatch` per task whose annotation some sample carries."
@@ -214,7 +229,7 @@ def collate(samples: list, max_seq_len: int, training: bool, max_stride: int = 3
         # a task is used where its annotation is present; the trainer removes, before cropping, the annotations of
         # videos without ground truth, so that a crop that leaves none still trains that task (all negatives, as official)
         rows = [i for i, s in enumerate(samples) if s.task(t) is not None]
-        if rows: out[t] = _task_batch(samples, rows, t)
+        if rows: out[t] = _task_batch(samples, rows, t, L)
     return Batch(feats, masks, meta, out)
 
 # %% ../nbs/11_data.ipynb #aab6b7b7

@@ -493,6 +493,9 @@ class DatasetAdapter:
         "Record class ids → rows of the TAD query matrix (identity; ActivityNet's query average maps all to 0)."
         return labels
     def rule(self, split: str, o: dict) -> str: return self.segment_rule
+    def mr_saliency(self, rec: VideoRecord, queries, T: int, grid: tuple):
+        "(len(queries), T) graded saliency labels of the record's MR `queries` on its T steps (grid: fps, stride, frames), or None (most datasets have none)."
+        return None
     def evaluate(self, ds: FeatureDataset, predictions: dict) -> dict:
         raise NotImplementedError(f"{self.name}: no evaluation defined")
 
@@ -629,7 +632,7 @@ def build(adapter: DatasetAdapter, options: dict | None, split: str, settings=No
                 renumber = {int(q): i for i, q in enumerate(kept_q)}
                 qidx = np.array([renumber[int(q)] for q in rec.mr_queries[keep]], dtype=np.int64)
                 mr = TaskAnnotation(torch.as_tensor(grid[keep], dtype=torch.float32), torch.as_tensor(qidx), emb[kept_q],
-                                    [rec.mr_texts[q] for q in kept_q])
+                                    [rec.mr_texts[q] for q in kept_q], adapter.mr_saliency(rec, kept_q, T, (fps, stride, nf)))
                 if len(kept_q) < len(rec.mr_texts): mr_kept[rec.video_id] = kept_q.tolist()
         if tad is None and mr is None: continue
         feats = vf.load(rec.video_id) if o["preload"] else FeaturesOnDisk(dim, T, rec.video_id)

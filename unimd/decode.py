@@ -13,7 +13,8 @@ import torch
 from .nms import _hard, batched_nms, nms_groups, seg_voting
 
 # %% auto #0
-__all__ = ['candidates', 'to_seconds', 'decode_candidates', 'decode_task', 'predict', 'predict_batches']
+__all__ = ['candidates', 'to_seconds', 'decode_candidates', 'decode_task', 'step_saliency', 'clip_saliency', 'predict',
+           'predict_batches']
 
 # %% ../nbs/19_decode.ipynb #75d70687
 def candidates(out, tb, strides, test_cfg):
@@ -77,39 +78,73 @@ def decode_task(out, tb, meta, strides, test_cfg) -> list:
     segs, scores, labels, rows = (x.detach().cpu() for x in candidates(out, tb, strides, test_cfg))
     return decode_candidates(segs, scores, labels, rows, [meta[int(r)] for r in tb.rows], test_cfg)
 
+# %% ../nbs/19_decode.ipynb #123712ae
+def step_saliency(out) -> torch.Tensor:
+    "(b, T_0, Q) saliency in [0, 1] of a `TaskOutput`: the sigmoid of its `saliency_logits`, 0 on padding steps."
+    return torch.sigmoid(out.saliency_logits()) * out.masks[0][:, :, None]
+
+def clip_saliency(step_scores, fps, feat_stride, num_frames, duration, clip_length: float = 2.0) -> torch.Tensor:
+    """(Q, T) step saliency of one video → (Q, C), C = duration // clip_length clips (at least 1): the highest score
+    among the steps whose centre lies in the clip, or the nearest step's when none does."""
+    x = torch.as_tensor(step_scores, dtype=torch.float32)
+    Q, T = x.shape
+    C = max(1, int(float(duration) / clip_length))
+    if T == 0: return torch.zeros(Q, C)
+    centre = (torch.arange(T, dtype=torch.float64) * float(feat_stride) + 0.5 * float(num_frames)) / float(fps)
+    clip = torch.floor(centre / clip_length).long()
+    inside = (clip >= 0) & (clip < C)
+    out = torch.full((Q, C), float("-inf"))
+    out.scatter_reduce_(1, clip[inside].expand(Q, -1), x[:, inside], "amax")
+    empty = torch.isneginf(out).all(0) if Q else torch.zeros(C, dtype=torch.bool)
+    mid = ((torch.arange(C, dtype=torch.float64) + 0.5) * clip_length * float(fps) - 0.5 * float(num_frames)) / float(feat_stride)
+    out[:, empty] = x[:, mid.round().long().clamp(0, T - 1)[empty]]
+    return out
+
+def _attach_saliency(dets: list, out, tb):
+    "Store each row's (valid queries, valid steps) saliency in its detections."
+    sal, vq, n = step_saliency(out).cpu(), tb.valid_queries().cpu(), out.masks[0].sum(1).cpu()
+    for i, d in enumerate(dets): d["saliency"] = sal[i, :int(n[i])][:, vq[i]].T.contiguous()
+    return dets
+
 # %% ../nbs/19_decode.ipynb #c1c18a05
 @torch.no_grad()
 def predict(model, batch, test_cfg, tasks=None) -> dict:
-    "Run `model` (in eval mode) on `batch` and decode: {task: [per-video detections]}."
+    "Run `model` (in eval mode) on `batch` and decode: {task: [per-video detections]}; MR detections also carry `saliency`."
     was = model.training
     model.eval()
     try:
         outs = model(batch)
-        return {t: decode_task(o, batch.tasks[t], batch.meta, model.strides, test_cfg)
-                for t, o in outs.items() if tasks is None or t in tasks}
+        res = {t: decode_task(o, batch.tasks[t], batch.meta, model.strides, test_cfg)
+               for t, o in outs.items() if tasks is None or t in tasks}
+        if "mr" in res: _attach_saliency(res["mr"], outs["mr"], batch.tasks["mr"])
+        return res
     finally:
         model.train(was)
 
 @torch.no_grad()
 def predict_batches(model, batches, test_cfg, tasks=None, chunk: int = 512) -> dict:
     """Run `model` (in eval mode) on every batch of the iterable `batches` and decode the candidates of up to `chunk`
-    videos together (one NMS call): {task: [per-video detections, in batch order]}."""
+    videos together (one NMS call): {task: [per-video detections, in batch order]}, as `predict` gives them."""
     was = model.training
     model.eval()
     preds, pending = {}, {}
     def flush(task):
-        parts, metas = pending.pop(task)
-        cat = [torch.cat(x) for x in zip(*parts)]
-        preds.setdefault(task, []).extend(decode_candidates(*cat, metas, test_cfg))
+        parts, metas, extra = pending.pop(task)
+        dets = decode_candidates(*[torch.cat(x) for x in zip(*parts)], metas, test_cfg)
+        for d, e in zip(dets, extra): d.update(e)
+        preds.setdefault(task, []).extend(dets)
     try:
         for batch in batches:
             for t, o in model(batch).items():
                 if tasks is not None and t not in tasks: continue
                 tb = batch.tasks[t]
-                parts, metas = pending.setdefault(t, ([], []))
+                parts, metas, extra = pending.setdefault(t, ([], [], []))
                 segs, scores, labels, rows = (x.detach().cpu() for x in candidates(o, tb, model.strides, test_cfg))
                 parts.append((segs, scores, labels, rows + len(metas)))
                 metas.extend(batch.meta[int(r)] for r in tb.rows)
+                holders = [{} for _ in tb.rows]
+                if t == "mr": _attach_saliency(holders, o, tb)
+                extra.extend(holders)
                 if len(metas) >= chunk: flush(t)
         for t in list(pending): flush(t)
         return preds

@@ -18,14 +18,14 @@ import torch
 
 from .config import Config, config_from_dict
 from .data import DataError, TaskAnnotation, VideoSample, collate, l2_normalize_steps
-from .decode import candidates, predict, to_seconds
+from .decode import candidates, clip_saliency, predict, step_saliency, to_seconds
 from .model import UniMD
 from .nms import batched_nms
 from .text import TextEncoder, text_encoder_for
 
 # %% auto #0
-__all__ = ['DetectError', 'read_checkpoint', 'Detector', 'load_detector', 'read_class_file', 'format_detections', 'cmd_predict',
-           'add_cli']
+__all__ = ['DetectError', 'read_checkpoint', 'Detector', 'saliency_frame', 'load_detector', 'read_class_file',
+           'format_detections', 'cmd_predict', 'format_saliency', 'add_cli']
 
 # %% ../nbs/62_detect.ipynb #879f8be7
 class DetectError(DataError):
@@ -190,6 +190,7 @@ def _window_detections(model, sample: VideoSample, cfg: Config, window: int, ove
     starts = list(range(0, T - W + 1, hop))
     if starts[-1] + W < T: starts.append(T - W)
     pooled = {}
+    sal = torch.zeros(sample.mr.num_queries, T) if sample.mr is not None else None   # MR step saliency, max over windows
     model.eval()
     chunks = [starts[i:i + window_batch] for i in range(0, len(starts), window_batch)]
     for chunk in progress_bar(chunks, desc="windows", disable=not progress, leave=False):
@@ -197,6 +198,11 @@ def _window_detections(model, sample: VideoSample, cfg: Config, window: int, ove
         batch = collate(wins, cfg.data.max_seq_len, training=False, max_stride=model.max_stride).to(next(model.parameters()).device)
         outs = model(batch)
         offset = torch.tensor(chunk, dtype=torch.float32)
+        if "mr" in outs:
+            sw = step_saliency(outs["mr"]).cpu()
+            for r, b in enumerate(batch.tasks["mr"].rows.tolist()):
+                st = chunk[b]
+                sal[:, st:st + W] = torch.maximum(sal[:, st:st + W], sw[r, :W].T)
         for task, out in outs.items():
             segs, scores, labels, rows = (v.detach().cpu() for v in candidates(out, batch.tasks[task], model.strides, cfg.test))
             pooled.setdefault(task, []).append((segs + offset[batch.tasks[task].rows[rows]][:, None], scores, labels))
@@ -212,15 +218,27 @@ def _window_detections(model, sample: VideoSample, cfg: Config, window: int, ove
                                                t.nms_method == "soft", t.multiclass_nms, t.nms_sigma, t.voting_thresh, t.nms_backend)
         res[task] = dict(segments=to_seconds(segs, sample.fps, sample.feat_stride, sample.num_frames, sample.duration),
                          scores=scores, labels=labels)
+    if "mr" in res: res["mr"]["saliency"] = sal
     return res
+
+def saliency_frame(step_scores, sample: VideoSample, names: list, clip_length: float = 2.0) -> pd.DataFrame:
+    "Per-clip saliency of each query (`clip_saliency` of its (Q, T) step saliency): (query, clip, start, end, saliency)."
+    x = clip_saliency(step_scores, sample.fps, sample.feat_stride, sample.num_frames, sample.duration, clip_length)
+    C = x.shape[1]
+    clips = np.arange(C)
+    return pd.DataFrame({"query": np.repeat(np.asarray(names, dtype=object), C), "clip": np.tile(clips, len(names)),
+                         "start": np.tile(clips * clip_length, len(names)), "end": np.tile(np.minimum((clips + 1) * clip_length, sample.duration), len(names)),
+                         "saliency": x.reshape(-1).numpy().astype(float)})
 
 # %% ../nbs/62_detect.ipynb #e85b5fef
 def _detect(self, video_or_features, queries: Sequence[str] = (), classes=None, template: str | None = None,
             top_k: int | None = None, window: int | None = None, overlap: float = 0.25, window_batch: int = 8,
-            progress: bool = True, **grid) -> pd.DataFrame:
+            progress: bool = True, saliency: bool = False, clip_length: float = 2.0, **grid):
     """Detect `classes` (TAD) and `queries` (MR) in a video file, feature file/array or `VideoSample`.
     Returns (query, task, start, end, score) sorted by score; `top_k` keeps the best k per query; `window` (steps)
-    switches to windowed inference with `overlap`; `grid` may give fps, feat_stride, num_frames, duration, video_id."""
+    switches to windowed inference with `overlap`; `grid` may give fps, feat_stride, num_frames, duration, video_id.
+    With `saliency=True` returns (detections, saliency): the per-clip saliency of every sentence (`saliency_frame`,
+    clips of `clip_length` s)."""
     s = self.prepare(video_or_features, queries, classes, template, progress=progress, **grid)
     if window is None or window >= s.num_steps:
         batch = collate([s], self.cfg.data.max_seq_len, training=False, max_stride=self.model.max_stride).to(self.device)
@@ -230,14 +248,19 @@ def _detect(self, video_or_features, queries: Sequence[str] = (), classes=None, 
     frames = [_dets_frame(d, s.task(t).texts, t) for t, d in dets.items()]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["query", "task", "start", "end", "score"])
     if top_k is not None: df = df.sort_values("score", ascending=False, kind="stable").groupby(["task", "query"], sort=False).head(top_k)
-    return df.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    df = df.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    if not saliency: return df
+    texts = s.mr.texts if s.mr is not None else []
+    step = dets["mr"]["saliency"] if "mr" in dets else torch.zeros(0, s.num_steps)
+    return df, saliency_frame(step, s, texts, clip_length)
 
 def _plot(self, result: pd.DataFrame, gt: pd.DataFrame | None = None, top_k: int = 3, duration: float | None = None,
-          title: str | None = None, ax=None):
-    "`plot_timeline` of a `detect` result (queries in the order they first appear), with ground truth if given."
-    from unimd.viz import plot_timeline
+          title: str | None = None, ax=None, saliency: pd.DataFrame | None = None):
+    "`plot_timeline` of a `detect` result (queries in the order they first appear), with ground truth and per-clip saliency if given."
+    from unimd.viz import plot_saliency, plot_timeline
     order = list(dict.fromkeys(([] if gt is None else gt["query"].tolist()) + result["query"].tolist()))
-    return plot_timeline(result, gt, queries=order, top_k=top_k, duration=duration, title=title, ax=ax)
+    ax = plot_timeline(result, gt, queries=order, top_k=top_k, duration=duration, title=title, ax=ax)
+    return ax if saliency is None else plot_saliency(saliency, queries=order, ax=ax)
 
 # methods of Detector, written after the section that explains them
 for name, fn in (("detect", _detect), ("plot", _plot)):
@@ -278,13 +301,29 @@ def cmd_predict(args) -> int:
         classes = [] if args.no_classes else (read_class_file(args.classes) if args.classes else None)
         df = det.detect(args.video or args.features, queries=args.query, classes=classes, template=args.template,
                         window=args.window, overlap=args.overlap, fps=args.fps, feat_stride=args.feat_stride,
-                        num_frames=args.num_frames, duration=args.duration)
+                        num_frames=args.num_frames, duration=args.duration,
+                        saliency=bool(args.query) and bool(args.saliency or args.saliency_csv),
+                        clip_length=args.clip_length)
+        df, sal = df if isinstance(df, tuple) else (df, None)
     except TextEncoderError as e:
         print(f"unimd: {e}", file=sys.stderr); return 2
     print(format_detections(df, args.top))
     if args.csv:
         df.to_csv(args.csv, index=False); print(f"wrote {len(df)} detections to {args.csv}")
+    if sal is not None and args.saliency:
+        print(f"\nmost salient {args.clip_length:g}-s clips per sentence:")
+        print(format_saliency(sal, args.top))
+    if sal is not None and args.saliency_csv:
+        sal.to_csv(args.saliency_csv, index=False); print(f"wrote the saliency of {len(sal)} clips to {args.saliency_csv}")
     return 0
+
+def format_saliency(sal: pd.DataFrame, top: int | None = 3) -> str:
+    "A plain-text table of the `top` most salient clips of each sentence."
+    if sal.empty: return "(no sentences)"
+    best = sal.sort_values("saliency", ascending=False, kind="stable").groupby("query", sort=False)
+    best = best.head(top) if top is not None else sal
+    return best.assign(start=best["start"].map("{:.1f}".format), end=best["end"].map("{:.1f}".format),
+                       saliency=best["saliency"].map("{:.4f}".format)).to_string(index=False)
 
 def add_cli(sub, add_common, add_run):
     "Register `unimd predict`."
@@ -305,6 +344,9 @@ def add_cli(sub, add_common, add_run):
     p.add_argument("--window", type=int, help="windowed inference: window length in feature steps (default: whole video)")
     p.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction (default 0.25)")
     p.add_argument("--csv", help="also write all detections to this CSV file")
+    p.add_argument("--saliency", action="store_true", help="also print each sentence's most salient clips (--top of them)")
+    p.add_argument("--clip-length", type=float, default=2.0, help="saliency clip length in seconds (default 2, QVHighlights)")
+    p.add_argument("--saliency-csv", help="also write every sentence's per-clip saliency (query, clip, start, end, saliency) to this CSV file")
     p.add_argument("--device", help="torch device (default: settings [general] device)")
     p.add_argument("-o", "--override", action="append", default=[], metavar="test.KEY=VALUE", help="override a test-config value")
     p.set_defaults(func=cmd_predict)

@@ -7,14 +7,18 @@ Docs: https://unimd.github.io/unimd/docsite.html.md"""
 # %% ../nbs/98_docsite.ipynb #00272bc5
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import re
 import shutil
 from pathlib import Path
 
+from .nboutputs import split_directives
+
 # %% auto #0
-__all__ = ['build_docs', 'readme_from_index', 'build_readme']
+__all__ = ['GROUPS', 'KATEX_DIRS', 'page_group', 'find_katex', 'copy_katex', 'search_entry', 'write_search', 'build_docs',
+           'readme_from_index', 'build_readme']
 
 # %% ../nbs/98_docsite.ipynb #6d64a151
 _FRONTMATTER = re.compile(r"^---\s*\n(.*?)\n---\s*$", re.S)
@@ -28,15 +32,6 @@ def _frontmatter(nb) -> dict:
             if m: return yaml.safe_load(m.group(1)) or {}
     return {}
 
-def _directives(src: str) -> tuple[dict, str]:
-    "Split a cell's leading `#| key: value` lines from its code."
-    lines, opts = src.splitlines(), {}
-    i = 0
-    while i < len(lines) and lines[i].startswith("#|"):
-        k, _, v = lines[i][2:].strip().partition(":")
-        opts[k.strip()] = v.strip()
-        i += 1
-    return opts, "\n".join(lines[i:])
 
 # %% ../nbs/98_docsite.ipynb #40d0dd49
 def _page_title(path: Path, nb) -> str:
@@ -56,7 +51,7 @@ def _prepare(nb):
         for k in set(c) - _CELL_KEYS: del c[k]
         c.metadata = {k: v for k, v in c.metadata.items() if k == "tags"}
         if c.cell_type == "code":
-            opts, code = _directives(c.source)
+            opts, code = split_directives(c.source)
             c.source = code
             if opts.get("echo") == "false":
                 c.metadata.setdefault("tags", []).append("remove_input")
@@ -68,40 +63,183 @@ def _prepare(nb):
     nb.cells = keep
     return nb
 
-# %% ../nbs/98_docsite.ipynb #fb0c52f9
-_CSS = """
-body{margin:0;font:16px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2330;display:flex}
-nav{width:15rem;min-height:100vh;background:#f4f6fa;border-right:1px solid #dde2ea;padding:1rem;box-sizing:border-box;flex:none}
-nav a{display:block;color:#234;text-decoration:none;padding:.15rem .3rem;border-radius:4px}
-nav a.current{background:#dde6f7;font-weight:600}
-nav .brand{font-size:1.3rem;font-weight:700;margin-bottom:.8rem}
-main{max-width:58rem;padding:1.5rem 2.5rem;overflow-x:auto;flex:1}
-pre{background:#f6f8fa;padding:.6rem .8rem;border-radius:6px;overflow-x:auto;font-size:.88rem}
-code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace}
-.jp-InputPrompt,.jp-OutputPrompt{display:none}
-table{border-collapse:collapse}td,th{border:1px solid #ccd;padding:.2rem .5rem}
-blockquote.description{color:#556;border-left:3px solid #9ab;margin-left:0;padding-left:1rem}
-"""
+# %% ../nbs/98_docsite.ipynb #0acdb146
+GROUPS = {"0": "Foundations", "1": "The model", "2": "Training & metrics", "3": "Training & metrics",
+          "4": "Datasets", "5": "Task fusion", "6": "Inference", "7": "Official checkpoints",
+          "8": "Paper tables", "9": "Tools"}
 
-def _shell(title, description, nav, body, project) -> str:
-    desc = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(description))
-    desc = f'<blockquote class="description">{desc}</blockquote>' if description else ""
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<title>{html.escape(title)} – {html.escape(project)}</title>'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'<link rel="stylesheet" href="style.css"></head>\n'
-            f'<body><nav>{nav}</nav><main><h1>{html.escape(title)}</h1>{desc}\n{body}</main></body></html>\n')
+def page_group(stem: str) -> str:
+    "The sidebar group of a notebook, from the first digit of its name."
+    if stem == "index": return ""
+    return GROUPS.get(stem[:1], "Other") if stem[:1].isdigit() else "Other"
 
 def _nav(pages, current, project) -> str:
-    items = [f'<div class="brand"><a href="index.html">{html.escape(project)}</a></div>']
+    items = [f'<div class="brand"><a href="index.html">{html.escape(project)}</a></div>',
+             '<input id="search" type="search" placeholder="Search the docs" aria-label="Search the docs" autocomplete="off">',
+             '<div id="search-results"></div>']
+    group = None
     for p in pages:
+        g = page_group(p["src"].stem)
+        if g and g != group:
+            items.append(f'<div class="group">{html.escape(g)}</div>')
+            group = g
         cls = ' class="current"' if p["html"] == current else ""
         items.append(f'<a href="{p["html"]}"{cls}>{html.escape(p["title"])}</a>')
     return "\n".join(items)
 
-# %% ../nbs/98_docsite.ipynb #c8766bab
+# %% ../nbs/98_docsite.ipynb #4103348a
+KATEX_DIRS = ("/usr/share/javascript/katex", "node_modules/katex/dist")
+_KATEX_FILES = ("katex.min.js", "katex.min.css", "contrib/auto-render.js")
+
+def find_katex(root: str | Path = ".") -> Path:
+    "The folder of a KaTeX distribution: `$UNIMD_KATEX_DIR`, Debian's `libjs-katex`, or npm's `node_modules`."
+    import os
+    env = os.environ.get("UNIMD_KATEX_DIR")
+    candidates = [Path(env)] if env else [Path(d) if Path(d).is_absolute() else Path(root)/d for d in KATEX_DIRS]
+    for d in candidates:
+        if all((d/f).exists() for f in _KATEX_FILES) and (d/"fonts").is_dir(): return d
+    raise FileNotFoundError(
+        "KaTeX not found (looked in " + ", ".join(map(str, candidates)) + "): the docs render math offline with it. "
+        "Install it with `apt-get install libjs-katex` or `npm install katex`, or set UNIMD_KATEX_DIR.")
+
+# auto-render's delimiters: display math first, so that `$$` is never read as two empty inline formulas
+_MATH_JS = """document.addEventListener("DOMContentLoaded", function () {
+  renderMathInElement(document.querySelector("main"), {delimiters: [
+    {left: "$$", right: "$$", display: true}, {left: "\\\\[", right: "\\\\]", display: true},
+    {left: "$", right: "$", display: false}, {left: "\\\\(", right: "\\\\)", display: false}],
+    ignoredTags: ["script", "noscript", "style", "textarea", "pre", "code"], throwOnError: false});
+});
+"""
+
+def copy_katex(src: Path, out: Path):
+    "Copy the parts of KaTeX a page loads (script, style, auto-render, woff2 fonts) into `out/katex`."
+    dest = out/"katex"
+    (dest/"contrib").mkdir(parents=True)
+    for f in _KATEX_FILES: shutil.copyfile(src/f, dest/f)
+    (dest/"fonts").mkdir()
+    for font in (src/"fonts").glob("*.woff2"): shutil.copyfile(font, dest/"fonts"/font.name)
+    (out/"math.js").write_text(_MATH_JS, encoding="utf-8")
+
+# %% ../nbs/98_docsite.ipynb #b84bad7c
+_TAG = re.compile(r"<[^>]+>")
+_HEADING = re.compile(r'<h([23])[^>]*\bid="([^"]+)"[^>]*>(.*?)</h\1>', re.S)
+_WORD = re.compile(r"[a-z][a-z0-9]*(?:[-_.][a-z0-9]+)*")
+
+def _visible_text(body: str) -> str:
+    body = re.sub(r"<(script|style)\b.*?</\1>", " ", body, flags=re.S)
+    return html.unescape(_TAG.sub(" ", body))
+
+def search_entry(page: dict, body: str) -> dict:
+    "One page's entry in the search index: title, description, headings with their anchors, and its distinct words."
+    heads = [[html.unescape(_TAG.sub("", t)).replace("¶", "").strip(), a] for _, a, t in _HEADING.findall(body)]
+    words = sorted(set(_WORD.findall((page["title"] + " " + page["description"] + " " + _visible_text(body)).lower())))
+    return dict(u=page["html"], t=page["title"], d=page["description"], h=heads, w=" ".join(w for w in words if len(w) > 2))
+
+_SEARCH_JS = """(function () {
+  function terms(q) { return q.toLowerCase().split(/\\s+/).filter(function (t) { return t.length > 1; }); }
+  function score(p, ts) {
+    var s = 0, words = " " + p.w + " ";
+    for (var i = 0; i < ts.length; i++) {
+      var t = ts[i], hit = 0;
+      if (p.t.toLowerCase().indexOf(t) >= 0) hit += 10;
+      for (var j = 0; j < p.h.length; j++) if (p.h[j][0].toLowerCase().indexOf(t) >= 0) hit += 3;
+      if (words.indexOf(" " + t) >= 0) hit += 1;
+      if (!hit) return 0;
+      s += hit;
+    }
+    return s;
+  }
+  function run(q) {
+    var box = document.getElementById("search-results"), ts = terms(q);
+    box.innerHTML = "";
+    if (!ts.length) return;
+    var hits = window.UNIMD_SEARCH.map(function (p) { return [score(p, ts), p]; })
+      .filter(function (x) { return x[0] > 0; }).sort(function (a, b) { return b[0] - a[0]; }).slice(0, 12);
+    if (!hits.length) { box.textContent = "no page matches"; return; }
+    hits.forEach(function (x) {
+      var p = x[1], a = document.createElement("a");
+      a.href = p.u + "?q=" + encodeURIComponent(q); a.textContent = p.t; a.className = "result"; box.appendChild(a);
+      p.h.filter(function (h) { return ts.some(function (t) { return h[0].toLowerCase().indexOf(t) >= 0; }); })
+        .slice(0, 3).forEach(function (h) {
+          var s = document.createElement("a"); s.href = p.u + "#" + h[1]; s.textContent = h[0]; s.className = "hit";
+          box.appendChild(s);
+        });
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    var input = document.getElementById("search");
+    input.addEventListener("input", function () { run(input.value); });
+    var q = new URLSearchParams(window.location.search).get("q");
+    if (q) { input.value = q; run(q); }
+  });
+})();
+"""
+
+def write_search(pages: list[dict], bodies: dict, out: Path):
+    "Write the search index (a script, so that pages opened from disk can read it) and the search code."
+    index = [search_entry(p, bodies[p["html"]]) for p in pages]
+    (out/"search_index.js").write_text("window.UNIMD_SEARCH = " + json.dumps(index, ensure_ascii=False) + ";\n", encoding="utf-8")
+    (out/"search.js").write_text(_SEARCH_JS, encoding="utf-8")
+
+# %% ../nbs/98_docsite.ipynb #558f8c69
+_CSS = """
+body{margin:0;font:16px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2330;display:flex}
+nav{width:16rem;min-height:100vh;background:#f4f6fa;border-right:1px solid #dde2ea;padding:1rem;box-sizing:border-box;flex:none}
+nav a{display:block;color:#234;text-decoration:none;padding:.12rem .3rem;border-radius:4px;font-size:.93rem}
+nav a.current{background:#dde6f7;font-weight:600}
+nav .brand{font-size:1.3rem;font-weight:700;margin-bottom:.6rem}
+nav .group{margin:.8rem 0 .2rem;font-size:.75rem;font-weight:700;letter-spacing:.06em;text-transform:uppercase;color:#667}
+#search{width:100%;box-sizing:border-box;padding:.3rem .45rem;border:1px solid #bcc6d6;border-radius:5px;font:inherit;font-size:.9rem}
+#search-results{margin:.3rem 0 .6rem}#search-results a{font-size:.88rem}#search-results .hit{color:#667;font-size:.78rem;padding-left:.8rem}
+main{max-width:60rem;padding:1.5rem 2.5rem;overflow-x:auto;flex:1}
+main img{max-width:100%;height:auto}
+pre{background:#f6f8fa;padding:.6rem .8rem;border-radius:6px;overflow-x:auto;font-size:.88rem}
+.jp-OutputArea pre{background:#fff;border-left:3px solid #cfd8e6;border-radius:0}
+code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace}
+.jp-InputPrompt,.jp-OutputPrompt{display:none}
+table{border-collapse:collapse}td,th{border:1px solid #ccd;padding:.2rem .5rem}
+blockquote.description{color:#556;border-left:3px solid #9ab;margin-left:0;padding-left:1rem}
+.katex-display{overflow-x:auto;overflow-y:hidden}
+"""
+
+def _shell(title, description, nav, body, project, math: bool) -> str:
+    desc = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(description))
+    desc = f'<blockquote class="description">{desc}</blockquote>' if description else ""
+    # KaTeX is served from the site itself (copied at build time): pages render math with no network
+    katex = ('<link rel="stylesheet" href="katex/katex.min.css"><script defer src="katex/katex.min.js"></script>'
+             '<script defer src="katex/contrib/auto-render.js"></script><script defer src="math.js"></script>') if math else ""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<title>{html.escape(title)} – {html.escape(project)}</title>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<link rel="stylesheet" href="style.css">{katex}'
+            f'<script defer src="search_index.js"></script><script defer src="search.js"></script></head>\n'
+            f'<body><nav>{nav}</nav><main><h1>{html.escape(title)}</h1>{desc}\n{body}</main></body></html>\n')
+
+
+# %% ../nbs/98_docsite.ipynb #00377bad
+# links between notebooks (`[Fidelity](02_fidelity.ipynb)`) point to their pages on the site
+_NB_LINK = re.compile(r'href="([\w-]+)\.ipynb(#[^"]*)?"')
+
+@contextlib.contextmanager
+def _quiet():
+    "Hold back what nbdev's processing prints (its worker processes too, hence file descriptors); show it only on failure."
+    import os, sys, tempfile
+    sys.stdout.flush(); sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile(mode="w+") as log:
+        os.dup2(log.fileno(), 1); os.dup2(log.fileno(), 2)
+        try: yield
+        except BaseException:
+            os.dup2(saved[0], 1); os.dup2(saved[1], 2)
+            log.seek(0); sys.stderr.write(log.read())
+            raise
+        finally:
+            sys.stdout.flush(); sys.stderr.flush()
+            os.dup2(saved[0], 1); os.dup2(saved[1], 2)
+            for fd in saved: os.close(fd)
+
 def build_docs(out_dir: str | Path = "_offline_docs", project_root: str | Path | None = None,
-               process: bool = True) -> Path:
+               process: bool = True, math: bool = True) -> Path:
     "Render the project's notebooks into a static HTML site in `out_dir` (relative to the project root); returns `out_dir`."
     import nbformat
     from nbconvert import HTMLExporter
@@ -112,11 +250,13 @@ def build_docs(out_dir: str | Path = "_offline_docs", project_root: str | Path |
     cfg = get_config(project_root)
     root = Path(cfg.config_path)
     out = root/out_dir
+    katex = find_katex(root) if math else None
     if process:
         from nbdev.serve import proc_nbs
         from nbdev.doclinks import _build_modidx
-        _build_modidx()
-        proc = proc_nbs(path=str(cfg.nbs_path), force=True)
+        with _quiet():
+            _build_modidx()
+            proc = proc_nbs(path=str(cfg.nbs_path), force=True)
     else:
         proc = root/"_proc"
     nbs = sorted(Path(proc).glob("*.ipynb"), key=lambda p: (p.stem != "index", p.name))
@@ -132,13 +272,17 @@ def build_docs(out_dir: str | Path = "_offline_docs", project_root: str | Path |
     exporter = HTMLExporter(template_name="basic", exclude_input_prompt=True, exclude_output_prompt=True)
     exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags={"remove_input"}), enabled=True)
     project = cfg.get("title") or cfg.lib_name
+    bodies = {}
     for pg in pages:
         body, _ = exporter.from_notebook_node(_prepare(pg["nb"]))
-        (out/pg["html"]).write_text(_shell(pg["title"], pg["description"], _nav(pages, pg["html"], project), body, project),
-                                    encoding="utf-8")
+        bodies[pg["html"]] = _NB_LINK.sub(r'href="\1.html\2"', body)
+        (out/pg["html"]).write_text(_shell(pg["title"], pg["description"], _nav(pages, pg["html"], project),
+                                           bodies[pg["html"]], project, math), encoding="utf-8")
     (out/"style.css").write_text(_CSS + HtmlFormatter().get_style_defs(".highlight"), encoding="utf-8")
-    (out/"pages.json").write_text(json.dumps([dict(html=p["html"], title=p["title"], notebook=p["src"].name)
-                                              for p in pages], indent=1), encoding="utf-8")
+    if katex: copy_katex(katex, out)
+    write_search(pages, bodies, out)
+    (out/"pages.json").write_text(json.dumps([dict(html=p["html"], title=p["title"], notebook=p["src"].name,
+                                                   group=page_group(p["src"].stem)) for p in pages], indent=1), encoding="utf-8")
     return out
 
 # %% ../nbs/98_docsite.ipynb #7828ec35
@@ -153,14 +297,16 @@ def readme_from_index(index_nb: str | Path) -> str:
         if c.cell_type == "markdown":
             parts.append(src)
         elif c.cell_type == "code":
-            opts, code = _directives(src)
+            opts, code = split_directives(src)
             if "hide" in opts or "export" in opts or not code.strip(): continue
             if opts.get("echo") != "false": parts.append(f"```python\n{code.strip()}\n```")
             for o in c.get("outputs", []):
                 txt = o.get("text") or o.get("data", {}).get("text/plain")
                 if txt: parts.append("```\n" + (txt if isinstance(txt, str) else "".join(txt)).rstrip() + "\n```")
+    # a link to another notebook points, from the README at the project root, into nbs/
+    md = re.sub(r"\]\(([\w-]+)\.ipynb(#[^)]*)?\)", r"](nbs/\1.ipynb\2)", "\n\n".join(parts))
     return ("<!-- generated from nbs/index.ipynb by `unimd docs --readme`; edit the notebook, not this file -->\n\n"
-            + "\n\n".join(parts) + "\n")
+            + md + "\n")
 
 def build_readme(project_root: str | Path | None = None) -> Path:
     "Write README.md at the project root from `nbs/index.ipynb`."

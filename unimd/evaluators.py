@@ -1,4 +1,4 @@
-"""The official evaluators of the paper's datasets — Charades per-frame mAP, Charades-STA, ActivityNet-Captions, Ego4D-NLQ — plus QVHighlights moment retrieval and ActivityNet's external-classifier score fusion, each number meaning exactly what the official tool means.
+"""The official evaluators of the paper's datasets — Charades per-frame mAP, Charades-STA, ActivityNet-Captions, Ego4D-NLQ — plus QVHighlights (moment retrieval and highlight detection) and ActivityNet's external-classifier score fusion, each number meaning exactly what the official tool means.
 
 Docs: https://unimd.github.io/unimd/evaluators.html.md"""
 
@@ -18,10 +18,12 @@ from .metrics import interpolated_ap
 
 # %% auto #0
 __all__ = ['MR_PREDICTION_COLUMNS', 'CHARADES_FRAMES_PER_VIDEO', 'ANET_CAPTIONS_STORED_MOMENTS', 'EGO4D_NLQ_STORED_MOMENTS',
-           'QVH_MAX_PREDICTED_WINDOWS', 'QVH_LENGTH_RANGES', 'rank_moments', 'charades_frame_scores',
-           'charades_localize_map', 'charades_frame_map', 'format_charades_frame_map', 'charades_sta_eval',
-           'anet_captions_eval', 'format_anet_captions', 'ego4d_nlq_eval', 'ego4d_nlq_table', 'qvhighlights_mr_eval',
-           'qvhighlights_brief', 'load_external_scores', 'fuse_external_scores']
+           'QVH_MAX_PREDICTED_WINDOWS', 'QVH_LENGTH_RANGES', 'QVH_CLIP_LENGTH', 'QVH_SALIENCY_LEVELS',
+           'QVH_CODALAB_FILES', 'rank_moments', 'charades_frame_scores', 'charades_localize_map', 'charades_frame_map',
+           'format_charades_frame_map', 'charades_sta_eval', 'anet_captions_eval', 'format_anet_captions',
+           'ego4d_nlq_eval', 'ego4d_nlq_table', 'qvhighlights_mr_eval', 'qvhighlights_brief', 'qvh_clip_labels',
+           'eval_qvhighlights', 'write_jsonl', 'validate_qvhighlights_submission', 'write_codalab_submission',
+           'qvh_ground_truth_as_predictions', 'load_external_scores', 'fuse_external_scores']
 
 # %% ../nbs/42_evaluators.ipynb #36235663
 MR_PREDICTION_COLUMNS = ["video-id", "query", "t-start", "t-end", "score"]
@@ -393,6 +395,243 @@ def qvhighlights_brief(res: dict) -> dict:
              "MR-full-mAP@0.75": "mAP@0.75", "MR-long-mAP": "mAP-long", "MR-middle-mAP": "mAP-middle",
              "MR-short-mAP": "mAP-short"}
     return {k: float(f"{100 * res[v]:.2f}") for k, v in sorted(names.items())}
+
+# %% ../nbs/42_evaluators.ipynb #e51b6bed
+QVH_CLIP_LENGTH = 2.0                 # seconds per saliency clip
+QVH_SALIENCY_LEVELS = {"Fair": 2, "Good": 3, "VeryGood": 4}   # lowest annotator score counted as a highlight
+_QVH_RANGES_OFFICIAL = {**QVH_LENGTH_RANGES, "full": (0, 150)}
+
+def _pct(x) -> float:
+    "A fraction as the official files print it: percent, two decimals."
+    return float(f"{100 * x:.2f}")
+
+def _where(src, n: int, d: dict) -> str:
+    return f"{_describe(src, 'QVHighlights predictions')}, line {n + 1} (qid {d.get('qid')})"
+
+def _check_windows(src, n: int, d: dict) -> np.ndarray:
+    w = d.get("pred_relevant_windows")
+    try: a = np.asarray(w, dtype=float)
+    except (TypeError, ValueError): a = None
+    if a is None or a.ndim != 2 or a.shape[0] == 0 or a.shape[1] != 3 or not np.isfinite(a).all():
+        raise ValueError(f"{_where(src, n, d)}: field 'pred_relevant_windows' must be a non-empty list of finite "
+                         f"[start, end, score] triples, got {str(w)[:80]}")
+    return a
+
+def _check_saliency(src, n: int, d: dict) -> np.ndarray:
+    s = d.get("pred_saliency_scores")
+    try: a = np.asarray(s, dtype=float)
+    except (TypeError, ValueError): a = None
+    if a is None or a.ndim != 1 or a.size == 0 or not np.isfinite(a).all():
+        raise ValueError(f"{_where(src, n, d)}: field 'pred_saliency_scores' must be a non-empty list of finite "
+                         f"numbers (one per 2-s clip), got {str(s)[:80]}")
+    return a
+
+def _pair_by_qid(predictions, ground_truth, match_number: bool):
+    "(prediction lines, ground-truth lines) of the same qids, in ground-truth order; the official qid check."
+    preds = _load_jsonl(predictions, "QVHighlights predictions (jsonl)")
+    gts = _load_jsonl(ground_truth, "QVHighlights ground truth (jsonl)")
+    by_qid = {}
+    for n, d in enumerate(preds):
+        if "qid" not in d: raise ValueError(f"{_where(predictions, n, d)}: no field 'qid'")
+        if d["qid"] in by_qid: raise ValueError(f"{_where(predictions, n, d)}: qid {d['qid']} appears more than once")
+        by_qid[d["qid"]] = (n, d)
+    gt_qids = [d["qid"] for d in gts]
+    missing, extra = [q for q in gt_qids if q not in by_qid], set(by_qid) - set(gt_qids)
+    if match_number and (missing or extra):
+        raise ValueError(f"QVHighlights: the qids of predictions and ground truth must match (as the official "
+                         f"evaluation asserts): {len(missing)} ground-truth qid(s) without prediction (e.g. "
+                         f"{missing[:3]}), {len(extra)} predicted qid(s) not in the ground truth (e.g. "
+                         f"{sorted(extra, key=str)[:3]}); pass match_number=False to score the shared ones")
+    pairs = [(by_qid[d["qid"]], d) for d in gts if d["qid"] in by_qid]
+    if not pairs: raise ValueError("QVHighlights: no qid is shared by predictions and ground truth")
+    return pairs
+
+def _qvh_mr_blocks(pairs, predictions, max_pred_windows: int | None) -> dict:
+    "The official `eval_moment_retrieval` result: {range: {'MR-mAP': {θ: %, 'average': %}, 'MR-R1': {θ: %}}}."
+    Q = len(pairs)
+    ranked, top1, windows = [], np.zeros((Q, 2)), []
+    for q, ((n, p), g) in enumerate(pairs):
+        w = _check_windows(predictions, n, p)
+        top1[q] = w[0, :2]                                     # R1 takes the first listed window, whatever its score
+        w = w[:max_pred_windows] if max_pred_windows is not None else w
+        ranked.append(w[np.argsort(-w[:, 2], kind="stable"), :2])   # AP ranks the kept ones by score
+        gw = np.asarray(g.get("relevant_windows") or [], float).reshape(-1, 2)
+        if not len(gw): raise ValueError(f"QVHighlights ground truth, qid {g.get('qid')}: field 'relevant_windows' is "
+                                         "missing or empty; expected [[start, end], ...] (the test split has no ground truth)")
+        windows.append(gw)
+    count = np.array([len(r) for r in ranked])
+    segments = np.full((Q, count.max(), 2), np.nan)
+    for q, r in enumerate(ranked): segments[q, :len(r)] = r
+    n_windows = np.array([len(w) for w in windows])
+    padded = np.full((Q, n_windows.max(), 2), np.nan)
+    for q, w in enumerate(windows): padded[q, :len(w)] = w
+    exists = np.arange(padded.shape[1])[None, :] < n_windows[:, None]
+    iou = _window_iou(segments, padded)
+    iou1 = _window_iou(top1[:, None, :], padded)[:, 0]      # (Q, M) true tIoU of the first window with each window
+    length = padded[..., 1] - padded[..., 0]
+    out = {}
+    for name, (lo, hi) in _QVH_RANGES_OFFICIAL.items():
+        active = exists if name == "full" else exists & (length > lo) & (length <= hi)
+        keep = active.any(1)
+        if not keep.any():
+            nan = float("nan")
+            out[name] = {"MR-mAP": {**{str(t): nan for t in _QVH_TIOUS}, "average": nan}, "MR-R1": {str(t): nan for t in _QVH_TIOUS}}
+            continue
+        ap = _qvh_average_precision(iou[keep], count[keep], active[keep]).mean(0)
+        # R1: the window of highest tIoU (first of ties), then the enclosing-span "IoU" of the official paired routine
+        best = padded[keep][np.arange(keep.sum()), np.argmax(np.where(active[keep], iou1[keep], -np.inf), 1)]
+        p = top1[keep]
+        inter = np.maximum(0, np.minimum(p[:, 1], best[:, 1]) - np.maximum(p[:, 0], best[:, 0]))
+        span = np.maximum(p[:, 1], best[:, 1]) - np.minimum(p[:, 0], best[:, 0])
+        r1 = np.divide(inter, span, out=np.zeros_like(inter), where=span != 0)
+        mr_map = {str(t): _pct(a) for t, a in zip(_QVH_TIOUS, ap)}
+        mr_map["average"] = _pct(np.mean(ap))
+        out[name] = {"MR-mAP": mr_map, "MR-R1": {str(t): _pct(np.mean(r1 >= t)) for t in _QVH_TIOUS}}
+    return out
+
+def _highlight_ap(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """AP (m,) of one query's clip scores (n,) for each 0/1 label column of `labels` (n, m), as the official `get_ap`:
+    precision at each distinct score (ties are one threshold), interpolated as the best precision at that recall or
+    beyond, averaged over the thresholds where recall grows; 0 without positives."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    last = np.r_[s[1:] != s[:-1], True]                     # last clip of each group of tied scores
+    tp = np.cumsum(y, 0)[last]                              # (G, m) positives at or above each threshold
+    precision = tp / (np.flatnonzero(last) + 1)[:, None]
+    best = np.maximum.accumulate(precision[::-1], 0)[::-1]
+    grows = np.diff(tp, axis=0, prepend=0) > 0
+    n = grows.sum(0)
+    return np.where(n > 0, (best * grows).sum(0) / np.maximum(n, 1), 0.0)
+
+def qvh_clip_labels(gt: dict) -> np.ndarray:
+    "The three annotators' 0–4 scores of every 2-s clip of a ground-truth line, (duration // 2, 3), 0 outside `relevant_clip_ids`."
+    n = int(gt["duration"] / QVH_CLIP_LENGTH)
+    ids, sal = np.asarray(gt.get("relevant_clip_ids", []), int), np.asarray(gt.get("saliency_scores", []), float).reshape(-1, 3)
+    if len(ids) != len(sal) or (len(ids) and (ids.min() < 0 or ids.max() >= n)):
+        raise ValueError(f"QVHighlights ground truth, qid {gt.get('qid')}: 'relevant_clip_ids' ({len(ids)}, within "
+                         f"[0, {n})) and 'saliency_scores' ({len(sal)} triples) do not fit a {gt['duration']} s video")
+    labels = np.zeros((n, 3))
+    labels[ids] = sal
+    return labels
+
+def _qvh_hl_blocks(pairs, predictions) -> dict:
+    "The official `eval_highlight` result: {'HL-min-<level>': {'HL-mAP': %, 'HL-Hit1': %}}."
+    mins = np.array(list(QVH_SALIENCY_LEVELS.values()))
+    ap, hit = np.zeros((len(pairs), len(mins), 3)), np.zeros((len(pairs), len(mins), 3))
+    for q, ((n, p), g) in enumerate(pairs):
+        s = _check_saliency(predictions, n, p)
+        if "saliency_scores" not in g:
+            raise ValueError(f"QVHighlights ground truth, qid {g.get('qid')}: no 'saliency_scores' to score highlights against")
+        binary = qvh_clip_labels(g)[:, None, :] >= mins[None, :, None]      # (clips, levels, annotators)
+        top = int(np.argmax(s))                                             # first best clip of the full list
+        if top < len(binary): hit[q] = binary[top]
+        fitted = np.zeros(len(binary))                                      # cut or zero-padded to the video's clips
+        fitted[:min(len(s), len(binary))] = s[:len(binary)]
+        ap[q] = _highlight_ap(fitted, binary.reshape(len(binary), -1).astype(float)).reshape(len(mins), 3)
+    return {f"HL-min-{name}": {"HL-mAP": _pct(np.mean(ap[:, i])), "HL-Hit1": _pct(np.mean(hit[:, i].max(1)))}
+            for i, name in enumerate(QVH_SALIENCY_LEVELS)}
+
+def eval_qvhighlights(predictions, ground_truth, max_pred_windows: int | None = QVH_MAX_PREDICTED_WINDOWS,
+                      match_number: bool = True) -> dict:
+    """QVHighlights' official evaluation (Moment-DETR `standalone_eval/eval.py`, `eval_submission`): predictions and
+    ground truth as JSONL paths or lists of dicts → {'brief': {...}, 'HL-min-Fair': ..., 'full': ..., ...} in percent
+    with two decimals, keys in the official order. Moment retrieval is scored when the predictions have
+    `pred_relevant_windows`, highlight detection when they have `pred_saliency_scores`."""
+    pairs = _pair_by_qid(predictions, ground_truth, match_number)
+    has = {k: [k in p for (_, p), _ in pairs] for k in ("pred_relevant_windows", "pred_saliency_scores")}
+    for k, v in has.items():
+        if any(v) and not all(v):
+            n, p = pairs[v.index(False)][0]
+            raise ValueError(f"{_where(predictions, n, p)}: no field {k!r}, which other lines have")
+    if not any(any(v) for v in has.values()):
+        raise ValueError(f"{_describe(predictions, 'QVHighlights predictions')}: neither 'pred_relevant_windows' nor "
+                         "'pred_saliency_scores' in the lines; nothing to evaluate")
+    brief, blocks = {}, {}
+    if all(has["pred_relevant_windows"]):
+        mr = _qvh_mr_blocks(pairs, predictions, max_pred_windows)
+        blocks.update(mr)
+        brief.update(sorted({"MR-full-mAP": mr["full"]["MR-mAP"]["average"], "MR-full-mAP@0.5": mr["full"]["MR-mAP"]["0.5"],
+                             "MR-full-mAP@0.75": mr["full"]["MR-mAP"]["0.75"],
+                             **{f"MR-{r}-mAP": mr[r]["MR-mAP"]["average"] for r in QVH_LENGTH_RANGES},
+                             "MR-full-R1@0.5": mr["full"]["MR-R1"]["0.5"], "MR-full-R1@0.7": mr["full"]["MR-R1"]["0.7"]}.items()))
+    if all(has["pred_saliency_scores"]):
+        hl = _qvh_hl_blocks(pairs, predictions)
+        blocks.update(hl)
+        brief.update({f"{k}-{m.split('-')[1]}": v for k, block in hl.items() for m, v in block.items()})
+    return {"brief": brief, **dict(sorted(blocks.items()))}
+
+# %% ../nbs/42_evaluators.ipynb #6b5916ea
+QVH_CODALAB_FILES = {"val": "hl_val_submission.jsonl", "test": "hl_test_submission.jsonl"}
+
+def write_jsonl(lines, path) -> Path:
+    "One JSON object per line, in the order given, no newline after the last: the layout of the official files."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(json.dumps(d) for d in lines), encoding="utf8")
+    return path
+
+def _line_problems(d, where: str, gt: dict | None) -> list:
+    if not isinstance(d, dict): return [f"{where}: not a JSON object"]
+    out = [f"{where}: field {k!r} must be {t.__name__}" for k, t in (("qid", int), ("query", str), ("vid", str))
+           if not isinstance(d.get(k), t) or isinstance(d.get(k), bool)]
+    dur = float(gt["duration"]) if gt else None
+    if gt and d.get("vid") != gt["vid"]: out.append(f"{where}: vid {d.get('vid')!r}, the annotation says {gt['vid']!r}")
+    w = d.get("pred_relevant_windows")
+    try: a = np.asarray(w, float)
+    except (TypeError, ValueError): a = None
+    if a is None or a.ndim != 2 or a.shape[1:] != (3,) or len(a) == 0 or not np.isfinite(a).all():
+        out.append(f"{where}: 'pred_relevant_windows' must be a non-empty list of [start, end, score] (seconds), got {str(w)[:60]}")
+    elif (a[:, 0] < 0).any() or (a[:, 1] <= a[:, 0]).any():   # past the end: allowed, Moment-DETR predicts such windows
+        out.append(f"{where}: 'pred_relevant_windows' need 0 <= start < end")
+    s = d.get("pred_saliency_scores")
+    try: b = np.asarray(s, float)
+    except (TypeError, ValueError): b = None
+    n_max = int(np.ceil(dur / QVH_CLIP_LENGTH)) if dur else None
+    if b is None or b.ndim != 1 or len(b) == 0 or not np.isfinite(b).all():
+        out.append(f"{where}: 'pred_saliency_scores' must be a non-empty list of finite numbers, one per 2-s clip, got {str(s)[:60]}")
+    elif n_max is not None and len(b) > n_max:
+        out.append(f"{where}: {len(b)} 'pred_saliency_scores' for a {dur:g} s video (at most {n_max} clips of 2 s)")
+    return out
+
+def validate_qvhighlights_submission(lines, annotations, what: str = "submission") -> list:
+    """Check prediction lines (a list or a JSONL file) against the official submission format and the split's
+    annotation lines (every qid once, with its vid; windows with 0 <= start < end; at most one saliency score per
+    2-s clip); raise `ValueError` listing the problems, else return the lines."""
+    gt = {d["qid"]: d for d in _load_jsonl(annotations, "QVHighlights annotations (jsonl)")}
+    lines = _load_jsonl(lines, f"QVHighlights {what} (jsonl)")
+    problems, seen = [], set()
+    for n, d in enumerate(lines):
+        where = f"{what}, line {n + 1} (qid {d.get('qid') if isinstance(d, dict) else '?'})"
+        q = d.get("qid") if isinstance(d, dict) else None
+        if q in seen: problems.append(f"{where}: qid appears more than once")
+        elif q is not None and q not in gt: problems.append(f"{where}: qid not in the annotations")
+        seen.add(q)
+        problems += _line_problems(d, where, gt.get(q))
+    missing = [q for q in gt if q not in seen]
+    if missing: problems.append(f"{what}: {len(missing)} annotated qid(s) without a line, e.g. {missing[:3]}")
+    if problems:
+        raise ValueError(f"{what}: {len(problems)} problem(s) with the QVHighlights submission format:\n  " + "\n  ".join(problems[:10])
+                         + ("\n  ..." if len(problems) > 10 else ""))
+    return list(lines)
+
+def write_codalab_submission(path, val_lines, test_lines, val_annotations, test_annotations) -> Path:
+    """The codalab upload: a zip (no enclosing folder) with `hl_val_submission.jsonl` and `hl_test_submission.jsonl`,
+    both validated against their split's annotations first."""
+    import zipfile
+    parts = {QVH_CODALAB_FILES["val"]: validate_qvhighlights_submission(val_lines, val_annotations, "val submission"),
+             QVH_CODALAB_FILES["test"]: validate_qvhighlights_submission(test_lines, test_annotations, "test submission")}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, lines in parts.items(): z.writestr(name, "\n".join(json.dumps(d) for d in lines))
+    return path
+
+def qvh_ground_truth_as_predictions(ground_truth) -> list:
+    "Prediction lines that restate the ground truth: its windows (score 1) and, per clip, the sum of the three annotators' scores."
+    return [{"qid": g["qid"], "query": g.get("query", ""), "vid": g["vid"],
+             "pred_relevant_windows": [[float(s), float(e), 1.0] for s, e in g["relevant_windows"]],
+             "pred_saliency_scores": qvh_clip_labels(g).sum(1).tolist()}
+            for g in _load_jsonl(ground_truth, "QVHighlights ground truth (jsonl)")]
 
 # %% ../nbs/42_evaluators.ipynb #ae863097
 def load_external_scores(path) -> dict:

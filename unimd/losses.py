@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from .assign import assign_targets, make_points
 
 # %% auto #0
-__all__ = ['sigmoid_focal_loss', 'diou_loss_1d', 'LossNormalizer', 'TaskLoss', 'task_loss', 'UniMDLoss']
+__all__ = ['sigmoid_focal_loss', 'diou_loss_1d', 'LossNormalizer', 'TaskLoss', 'task_loss', 'saliency_rank_loss', 'UniMDLoss']
 
 # %% ../nbs/16_losses.ipynb #e307f1ab
 def sigmoid_focal_loss(logits, targets, alpha: float = 0.25, gamma: float = 2.0):
@@ -75,6 +75,15 @@ def task_loss(cls_logits, offsets, point_mask, query_mask, cls_targets, reg_targ
     w = loss_weight if loss_weight > 0 else cls.detach() / max(reg.item(), 0.01)
     return TaskLoss(cls, reg, cls + reg * w, num_pos)
 
+# %% ../nbs/16_losses.ipynb #c7f5172f
+def saliency_rank_loss(scores, labels, margin: float = 0.2):
+    """Rank hinge of saliency `scores` (n, T) against graded `labels` (n, T; < 0 unknown): the mean over the pairs
+    (i, j) of a row with labels[i] > labels[j] ≥ 0 of max(0, margin - (scores[i] - scores[j])); 0 without pairs."""
+    pair = (labels[:, :, None] > labels[:, None, :]) & (labels[:, None, :] >= 0)
+    n = pair.sum()
+    if n == 0: return scores.sum() * 0.0
+    return (F.relu(margin - (scores[:, :, None] - scores[:, None, :])) * pair).sum() / n
+
 # %% ../nbs/16_losses.ipynb #7f70126f
 class UniMDLoss:
     "The training objective for a batch; `num_classes` is the TAD class count (used by label smoothing)."
@@ -93,7 +102,7 @@ class UniMDLoss:
                               self.cfg.center_sample_radius, self.cfg.official_tie_rule)
 
     def __call__(self, outputs: dict, batch, tasks=None, count=None) -> dict:
-        """outputs: task → `TaskOutput`; returns {task: TaskLoss, ..., 'total': weighted sum}.
+        """outputs: task → `TaskOutput`; returns {task: TaskLoss, ..., ['saliency': rank hinge,] 'total': weighted sum}.
 
         Distributed training passes `tasks` (the tasks of the whole, unsharded batch) and `count` (sums a count over
         processes): a process whose shard lacks a task still updates the normaliser with the global count, so every
@@ -109,6 +118,11 @@ class UniMDLoss:
             res[task] = task_loss(cls, off, pm, tb.valid_queries(), cls_t, reg_t, self.normalizers[task],
                                   self.cfg.label_smoothing, self.num_classes, self.cfg.loss_weight, count)
             total = total + self.weights[task] * res[task].final_loss
+            if task == "mr" and self.cfg.saliency_loss_weight > 0 and getattr(tb, "saliency", None) is not None:
+                sal = torch.sigmoid(out.saliency_logits()).transpose(1, 2)       # (b, Q, L)
+                lab = tb.saliency.masked_fill(~tb.valid_queries()[:, :, None], -1.0)
+                res["saliency"] = saliency_rank_loss(sal.flatten(0, 1), lab.flatten(0, 1), self.cfg.saliency_margin)
+                total = total + self.cfg.saliency_loss_weight * res["saliency"]
         res["total"] = total
         return res
 

@@ -34,6 +34,18 @@ class TaskOutput:
         "All levels concatenated (level 0 first): logits (b, P, Q), offsets (b, P, Q, 2), point mask (b, P)."
         return torch.cat(self.cls_logits, 1), torch.cat(self.offsets, 1), torch.cat(self.masks, 1)
 
+    def saliency_logits(self) -> torch.Tensor:
+        """(b, T_0, Q): for every finest-level step and query, the highest classification logit over the levels, each
+        level read at its point nearest to the step (the saliency of *Decoding*, before the sigmoid)."""
+        T0 = self.cls_logits[0].shape[1]
+        t = torch.arange(T0, device=self.cls_logits[0].device)
+        best = None
+        for logits in self.cls_logits:
+            s = max(1, T0 // logits.shape[1])                   # the level's stride in finest-level steps
+            x = logits[:, ((t + s // 2) // s).clamp(max=logits.shape[1] - 1)]
+            best = x if best is None else torch.maximum(best, x)
+        return best
+
 class UniMD(nn.Module):
     "UniMD: ConvNeXt-1D backbone, BiFPN neck, query-dependent classification and regression heads."
     def __init__(self, cfg: ModelConfig):

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .data import DataError
 from .datasets import (ClassEmbeddings, DatasetAdapter, FeatureSource, QueryEmbeddings, VideoFeatures, VideoRecord,
@@ -18,7 +19,9 @@ from .datasets import (ClassEmbeddings, DatasetAdapter, FeatureSource, QueryEmbe
 from .paper_datasets import _evaluators, _load_json
 
 # %% auto #0
-__all__ = ['QVH_FEATURES', 'read_actionformer_json', 'Thumos14', 'read_qvhighlights', 'QVHighlights', 'read_tacos', 'TACoS']
+__all__ = ['QVH_FEATURES', 'read_actionformer_json', 'Thumos14', 'read_qvhighlights', 'QVHighlights', 'qvhighlights_lines',
+           'qvhighlights_official', 'write_qvhighlights_predictions', 'cmd_qvhighlights_submit', 'add_cli',
+           'read_tacos', 'TACoS']
 
 # %% ../nbs/43_more_datasets.ipynb #f39ca19f
 def read_actionformer_json(path, subset: str | None = None) -> tuple:
@@ -83,7 +86,7 @@ QVH_FEATURES = {"slowfast": ("slowfast_features", 2304), "clip": ("clip_features
 
 @register_adapter
 class QVHighlights(DatasetAdapter):
-    "QVHighlights (MR) in Moment-DETR's format."
+    "QVHighlights (MR and highlight detection) in Moment-DETR's format."
     name, section, tasks = "qvhighlights", "qvhighlights", ("mr",)
     splits = {"train": "train", "val": "val", "validation": "val", "test": "test"}
     grid = dict(fps=1, feat_stride=2, num_frames=2)
@@ -94,7 +97,26 @@ class QVHighlights(DatasetAdapter):
     def _jsonl(self, settings, split): return self.path(settings, f"{split}_annotations", kind="file")
 
     def annotations(self, settings, split, o, counts=None):
-        return read_qvhighlights(self._jsonl(settings, split)), None
+        path = self._jsonl(settings, split)
+        self._clip_scores = getattr(self, "_clip_scores", {})
+        with open(path, encoding="utf-8") as f:       # the annotators' scores per 2-s clip, summed (0-12), by qid
+            for line in f:
+                d = json.loads(line) if line.strip() else {}
+                if "saliency_scores" in d: self._clip_scores[d["qid"]] = _evaluators().qvh_clip_labels(d).sum(1)
+        return read_qvhighlights(path), None
+
+    def mr_saliency(self, rec, queries, T, grid):
+        scores = getattr(self, "_clip_scores", {})
+        qids = [rec.mr_info[q]["qid"] for q in queries]
+        if not any(q in scores for q in qids): return None
+        fps, stride, nf = grid
+        clip = np.floor((np.arange(T) * stride + 0.5 * nf) / fps / 2.0).astype(int)   # the 2-s clip of each step
+        out = np.full((len(qids), T), -1.0, dtype=np.float32)
+        for i, q in enumerate(qids):
+            if q not in scores: continue
+            ok = clip < len(scores[q])
+            out[i, ok] = scores[q][clip[ok]]
+        return torch.from_numpy(out)
 
     def features(self, settings, o):
         kinds = str(o["features"]).split("+")
@@ -114,7 +136,103 @@ class QVHighlights(DatasetAdapter):
 
     def evaluate(self, ds, predictions):
         if "mr" not in predictions or not ds.has_ground_truth("mr"): return {}
-        return {"mr": dict(_evaluators().qvhighlights_mr_eval(ds.mr_frame(predictions["mr"]), str(self._jsonl(ds.settings, ds.split))))}
+        gt = str(self._jsonl(ds.settings, ds.split))
+        return {"mr": dict(_evaluators().qvhighlights_mr_eval(ds.mr_frame(predictions["mr"]), gt)),
+                **qvhighlights_official(ds, predictions["mr"], gt)}
+
+# %% ../nbs/43_more_datasets.ipynb #c8b1ab0f
+def qvhighlights_lines(ds, detections: list, max_windows: int | None = 10, clip_length: float = 2.0) -> list:
+    """Official prediction lines (`qid, query, vid, pred_relevant_windows, pred_saliency_scores`) of every MR query of
+    `ds` that has detections: its `max_windows` best windows [start, end, score] and, when the detections carry
+    `saliency`, one score per 2-s clip (`clip_saliency`). A query without any window gets [0, duration, 0] (the format
+    needs one)."""
+    from unimd.decode import clip_saliency
+    samples = {s.video_id: s for s in ds.samples if s.mr is not None}
+    lines = []
+    for d in detections:
+        s, r = samples[d["video_id"]], ds.records[d["video_id"]]
+        kept = ds.mr_kept.get(s.video_id, range(len(r.mr_texts)))
+        segs, scores, labels = (np.asarray(d[k], dtype=float) for k in ("segments", "scores", "labels"))
+        sal = None if d.get("saliency") is None else \
+            clip_saliency(d["saliency"], s.fps, s.feat_stride, s.num_frames, s.duration, clip_length).tolist()
+        for j, q in enumerate(kept):
+            mine = np.flatnonzero((labels == j) & (segs[:, 1] > segs[:, 0]))
+            mine = mine[np.argsort(-scores[mine], kind="stable")][:max_windows]
+            # + 0.0 turns the official clipping's -0.0 into 0.0
+            windows = [[float(a) + 0.0, float(b) + 0.0, float(c)] for (a, b), c in zip(segs[mine], scores[mine])]
+            windows = windows or [[0.0, float(s.duration), 0.0]]
+            line = {"qid": int(r.mr_info[q]["qid"]), "query": r.mr_texts[q], "vid": s.video_id, "pred_relevant_windows": windows}
+            if sal is not None: line["pred_saliency_scores"] = sal[j]
+            lines.append(line)
+    return lines
+
+def qvhighlights_official(ds, detections: list, gt_jsonl) -> dict:
+    """{'official': the official evaluation's `brief` block as fractions (divided by 100, as every metric of a run)}
+    of the detections of `ds`; ground-truth queries the dataset could not predict (missing files) are left out, with a warning."""
+    import warnings
+    ev = _evaluators()
+    lines, gt = qvhighlights_lines(ds, detections), ev._load_jsonl(gt_jsonl, "QVHighlights ground truth (jsonl)")
+    if len(lines) < len(gt):
+        warnings.warn(f"qvhighlights/{ds.split}: {len(gt) - len(lines)} of {len(gt)} queries have no prediction "
+                      f"(their files are missing); the official metrics are over the other {len(lines)}", stacklevel=2)
+    brief = ev.eval_qvhighlights(lines, gt, match_number=False)["brief"]
+    return {"official": {k: v / 100 for k, v in brief.items()}}
+
+# %% ../nbs/43_more_datasets.ipynb #8d1fc09a
+def write_qvhighlights_predictions(ckpt, out_dir, splits=("val", "test"), settings=None, device: str = "cpu",
+                                   progress: bool = True) -> dict:
+    """Run checkpoint `ckpt` (a QVHighlights run) on `splits`, write `hl_<split>_submission.jsonl` (validated against
+    the split's annotations), the official metrics of the splits that have ground truth (`<split>_metrics.json`) and,
+    with both val and test, the codalab zip `submission.zip`. Returns {split: path}."""
+    import torch
+    from unimd.config import config_from_dict
+    from unimd.data import build_dataset
+    from unimd.model import UniMD
+    from unimd.settings import load_settings
+    from unimd.train import evaluate
+    ev = _evaluators()
+    settings = settings or load_settings()
+    ck = torch.load(ckpt, map_location="cpu", weights_only=False)
+    cfg = config_from_dict(ck["config"], source=str(ckpt))
+    if cfg.data.dataset != "qvhighlights": raise DataError(f"{ckpt}: trained on {cfg.data.dataset!r}, not qvhighlights")
+    model = UniMD(cfg.model)
+    model.load_state_dict(ck["ema"] if ck.get("ema") is not None else ck["model"])
+    out_dir, written = Path(out_dir), {}
+    adapter = QVHighlights()
+    for split in splits:
+        ds = build_dataset(cfg.data, split, settings)
+        _, preds = evaluate(model, ds, cfg, device=device, progress=progress, tasks=("mr",))
+        gt = adapter._jsonl(settings, adapter.split(split))
+        lines = ev.validate_qvhighlights_submission(qvhighlights_lines(ds, preds.get("mr", [])), gt, f"{split} predictions")
+        written[split] = ev.write_jsonl(lines, out_dir/ev.QVH_CODALAB_FILES.get(split, f"hl_{split}_submission.jsonl"))
+        if ds.has_ground_truth("mr"):
+            (out_dir/f"{split}_metrics.json").write_text(json.dumps(ev.eval_qvhighlights(lines, gt), indent=4))
+    if {"val", "test"} <= set(written):
+        import zipfile
+        with zipfile.ZipFile(out_dir/"submission.zip", "w", zipfile.ZIP_DEFLATED) as z:
+            for split in ("val", "test"): z.write(written[split], written[split].name)
+        written["zip"] = out_dir/"submission.zip"
+    return written
+
+def cmd_qvhighlights_submit(args) -> int:
+    "Write the QVHighlights prediction files (and the codalab zip) of a checkpoint; print the val metrics."
+    from unimd.settings import load_settings
+    s = load_settings(args.settings, args.overrides)
+    written = write_qvhighlights_predictions(args.ckpt, args.out, args.split or ("val", "test"), s, args.device or s.device())
+    for k, p in written.items(): print(f"wrote {p}")
+    m = Path(args.out)/"val_metrics.json"
+    if m.exists(): print(json.dumps(json.loads(m.read_text())["brief"], indent=1))
+    return 0
+
+def add_cli(sub, add_common, add_run):
+    "Register `unimd qvhighlights-submit`."
+    p = sub.add_parser("qvhighlights-submit", help="QVHighlights: write val/test predictions in the official layout and the codalab zip")
+    add_common(p)
+    p.add_argument("--ckpt", required=True, help="checkpoint of a QVHighlights run")
+    p.add_argument("--out", required=True, help="folder for hl_val_submission.jsonl, hl_test_submission.jsonl, submission.zip, val_metrics.json")
+    p.add_argument("--split", action="append", help="split to predict (repeatable; default: val and test)")
+    p.add_argument("--device", help="torch device (default: settings [general] device)")
+    p.set_defaults(func=cmd_qvhighlights_submit)
 
 # %% ../nbs/43_more_datasets.ipynb #0655b3f6
 def read_tacos(path) -> list:

@@ -12,7 +12,7 @@ import textwrap
 import pandas as pd
 
 # %% auto #0
-__all__ = ['detections_to_frame', 'plot_timeline']
+__all__ = ['detections_to_frame', 'plot_timeline', 'plot_saliency']
 
 # %% ../nbs/23_viz.ipynb #18901efd
 def detections_to_frame(dets: dict, names) -> pd.DataFrame:
@@ -46,4 +46,29 @@ def plot_timeline(pred: pd.DataFrame, gt: pd.DataFrame | None = None, queries=No
     if title: ax.set_title(title)
     if gt is not None: ax.legend(loc="upper right", fontsize=8)
     ax.figure.tight_layout()
+    return ax
+
+# %% ../nbs/23_viz.ipynb #20dbfa12
+def plot_saliency(saliency: pd.DataFrame, queries=None, ax=None, band: float = 0.3, color: str = "tab:purple"):
+    """Draw each query's per-clip saliency (rows query, start, end, saliency) as a step curve above its timeline row
+    (row y = position in `queries`, as `plot_timeline` lays them out); returns the Axes."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    queries = list(dict.fromkeys(saliency["query"])) if queries is None else list(queries)
+    new = ax is None
+    if new: _, ax = plt.subplots(figsize=(11, 0.55 * len(queries) + 1.2))
+    top = max(1.0, float(saliency["saliency"].abs().max())) if len(saliency) else 1.0
+    label = "saliency"
+    for y, q in enumerate(queries):
+        c = saliency[saliency["query"] == q].sort_values("start")
+        if c.empty: continue
+        x = np.r_[c["start"].to_numpy(float), c["end"].to_numpy(float)[-1]]
+        h = np.r_[c["saliency"].to_numpy(float), c["saliency"].to_numpy(float)[-1]] / top
+        ax.fill_between(x, y - 0.2, y - 0.2 - band * h, step="post", color=color, alpha=0.45, lw=0, label=label)
+        label = None
+    if new:
+        ax.set_yticks(range(len(queries)), [str(q)[:40] for q in queries], fontsize=8)
+        ax.set_ylim(len(queries) - 0.5, -0.6)
+        ax.set_xlabel("time (s)")
+    ax.legend(loc="upper right", fontsize=8)
     return ax
