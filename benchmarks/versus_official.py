@@ -356,12 +356,14 @@ def train_step_fns(off, yaml, T, n_classes, seed=0, device="cpu", model_override
     ours.train()
     rec = {}
 
-    def ours_step():
+    def ours_step(bf16=False):
         opt.zero_grad(set_to_none=True)
-        res = loss(ours(batch), batch)
+        with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=bf16):   # as Trainer does it
+            out = ours(batch)
+        res = loss(out, batch)
         res["total"].backward()
         opt.step(); ema.update(ours)
-        rec.setdefault("ours", res["total"].item())
+        rec.setdefault("ours_bf16" if bf16 else "ours", res["total"].item())
         return res["total"].item()
 
     if theirs is None: return ours_step, None, rec
@@ -389,6 +391,7 @@ def bench_train(off, args, rows):
                                 (CHARADES_YAML, 288, 157, "Charades config, T=288, batch 2, both tasks")):
         ours_step, their_step, rec = train_step_fns(off, yaml, T, ncls)
         fns = {"ours": ours_step} if their_step is None else {"official": their_step, "ours": ours_step}
+        if args.bf16: fns["ours bf16"] = lambda: ours_step(bf16=True)
         ts, _ = interleaved(fns, args.train_repeats, warmup=0, label=f"training {name}")   # first losses compared
         check = None
         if their_step is not None:
@@ -396,6 +399,9 @@ def bench_train(off, args, rows):
             check = (rel <= 1e-5, rel)
         rows.append(row(f"training iteration, {name}", ts.get("official"), ts["ours"], check,
                         "first-iteration loss compared"))
+        if args.bf16:
+            rows.append(row(f"training iteration, {name}, ours with train.precision: bf16", ts.get("official"),
+                            ts["ours bf16"], None, "bf16 autocast: outputs differ by design"))
 
 
 def bench_infer(off, args, rows):
@@ -550,13 +556,15 @@ def bench_memory(off, args, rows):
     def child(side):
         cmd = [sys.executable, __file__, "--_peak", side] + (["--official", str(off.path)] if off else [])
         env = dict(os.environ, OMP_NUM_THREADS="1")
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout.strip().splitlines()[-1]
-        return json.loads(out)["peak_rss_bytes"] / 1e9
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if r.returncode: return None       # e.g. killed by the kernel's OOM killer on a busy machine
+        return json.loads(r.stdout.strip().splitlines()[-1])["peak_rss_bytes"] / 1e9
     sides = ["official", "ours"] if off else ["ours"]
     peaks = {s: child(s) for s in sides}
     o, u = peaks.get("official"), peaks["ours"]
-    rows.append(dict(workload="peak RSS, 3 training iterations, Ego4D config (GB)", official=f"{o:.2f} GB" if o else "-",
-                     ours=f"{u:.2f} GB", ratio=(o / u) if o else None, equal="-", note="", official_s=o, ours_s=u))
+    g = lambda x: f"{x:.2f} GB" if x else "failed"
+    rows.append(dict(workload="peak RSS, 3 training iterations, Ego4D config (GB)", official=g(o) if off else "-",
+                     ours=g(u), ratio=(o / u) if o and u else None, equal="-", note="", official_s=o, ours_s=u))
 
 
 # -- main --------------------------------------------------------------------------------------------------------
@@ -571,6 +579,7 @@ def main(argv=None):
     ap.add_argument("--train-repeats", type=int, default=3)
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the Soft-NMS workloads' videos")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--bf16", action="store_true", help="also time our training iteration under bf16 autocast")
     ap.add_argument("--profile", action="store_true", help="print torch.profiler's top entries per workload and side")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     ap.add_argument("--_peak", choices=["ours", "official"], help=argparse.SUPPRESS)
@@ -587,7 +596,11 @@ def main(argv=None):
                    equality=bench_equality)
     PROFILE["on"] = a.profile
     for r in a.rows.split(","):
+        n = len(rows)
         benches[r](off, a, rows)
+        for x in rows[n:]:    # each row as soon as it is measured: a long run killed later keeps what it had
+            print(f"[{x['workload']}: official {x['official']}, ours {x['ours']}, "
+                  f"ratio {x['ratio'] or float('nan'):.2f}, equal {x['equal']}]", flush=True)
         print(f"[{r} done, load {os.getloadavg()[0]:.2f}]", flush=True)
     load = os.getloadavg()
     print(f"\nload average at end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; ratio = official / ours (> 1: ours faster)")
