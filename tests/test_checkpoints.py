@@ -69,7 +69,7 @@ def test_bf16_precision_trains_with_finite_losses_that_differ_from_fp32(data, tm
 
 
 @pytest.mark.parametrize("key,value,match", [("checkpoint_every", -1, "checkpoint_every"),
-                                              ("precision", "fp16", "expected fp32 or bf16")])
+                                              ("precision", "fp16", "precision")])
 def test_bad_checkpoint_and_precision_settings_are_clear_errors(key, value, match):
     with pytest.raises(ConfigError, match=match):
         tiny_cfg(**{key: value})

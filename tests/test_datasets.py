@@ -31,7 +31,7 @@ def ids(recs): return {r.video_id for r in recs}
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# counts of the real annotation files (MANIFEST.txt, SPEC §10), computed once and asserted exactly
+# counts of the real annotation files (MANIFEST.txt, the annotation files under the official repository's `data/`), computed once and asserted exactly
 
 def test_ego4d_counts():
     mq, nlq = data("ego4d", "mq_clip_annotations_not_filter.json"), data("ego4d", "nlq_clip_annotations_not_filter.json")
@@ -47,7 +47,7 @@ def test_ego4d_counts():
     assert sum(len(r.mr_segments) for r in ntr + nva) == 15165
     nte = read_ego4d_nlq(data("ego4d", "nlq_clip_annotations_test_no_gt.json"), "test")
     assert (len(nte), n_mr(nte), sum(len(r.mr_segments) for r in nte)) == (333, 4004, 0)
-    # MQ and NLQ share 17 training and 7 validation clips (SPEC §6, §10)
+    # MQ and NLQ share 17 training and 7 validation clips (official `train_random.py`, `train_sync.py`; the annotation files under the official repository's `data/`)
     assert (len(ids(tr) & ids(ntr)), len(ids(va) & ids(nva))) == (17, 7)
     val = json.loads(data("ego4d", "nlq_nlq_val.json").read_text())
     clips = [c for v in val["videos"] for c in v["clips"]]
@@ -153,7 +153,11 @@ def test_ego4d_loading_path(tmp_path):
     dropped = 528 + 328 - 7 - 257
     assert ds.cleaning == {"videos dropped: feature files missing (allow_missing)": dropped,
                            "TAD segments reaching outside the video kept (official rule)": sum(outside(r.tad_segments, r.duration) for r in mq if r.video_id in sel),
-                           "MR moments reaching outside the video kept (official rule)": sum(outside(r.mr_segments, r.duration) for r in nlq if r.video_id in sel)}
+                           "MR moments reaching outside the video kept (official rule)": sum(outside(r.mr_segments, r.duration) for r in nlq if r.video_id in sel),
+                           # ground-truth cleaning runs on every annotated video of the split, before files are looked for
+                           "zero-length TAD segments kept (official rule)": sum(int((r.tad_segments[:, 0] == r.tad_segments[:, 1]).sum()) for r in mq),
+                           "zero-length MR moments kept (official rule)": sum(int((r.mr_segments[:, 0] == r.mr_segments[:, 1]).sum()) for r in nlq),
+                           "duplicated TAD segments kept (official rule)": 8}
     assert len(warned) == 1 and f"{dropped} videos dropped" in warned[0]
     assert ds.num_classes == 110 and ds.tad_queries.shape == (110, 512)
     # the time grid: the json's fps (30), stride 16, 16 frames; a clip with both tasks reads the MQ features

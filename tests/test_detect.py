@@ -123,7 +123,9 @@ def test_cli_predict(mdsynth, tmp_path, capsys):
     assert rc == 0 and "query" in out and "score" in out and sent in out and ds.class_names[1] in out
     table = pd.read_csv(tmp_path/"out.csv")
     assert list(table.columns) == COLUMNS and set(table["query"]) == {sent, *ds.class_names[:2]}
-    assert len(out.strip().splitlines()) == 1 + 2 * 3 + 1                  # header, 2 rows × 3 queries, "wrote ..."
+    # the time grid of the bare .npy (the checkpoint's), header, 2 rows × 3 queries, "wrote ..."
+    assert out.startswith("time grid: 24 fps, a step every 4 frames, 16 frames per step (the checkpoint's")
+    assert len(out.strip().splitlines()) == 1 + 1 + 2 * 3 + 1
     assert main(["predict", "--ckpt", str(tmp_path/"missing.pt"), "--features", str(tmp_path/"v.npy")]) == 2
     assert format_detections(table.iloc[:0]) == "(no detections)"
 

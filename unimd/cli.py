@@ -21,33 +21,45 @@ def _add_common(p: argparse.ArgumentParser):
     p.add_argument("--settings", help="settings file (default: $UNIMD_SETTINGS or the nearest settings.ini)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one setting (repeatable)")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error (also: UNIMD_DEBUG=1)")
 
 def _add_run(p: argparse.ArgumentParser):
-    p.add_argument("--out", help="run directory (default: <output_dir>/<config name>)")
-    p.add_argument("--device", help="torch device (default: settings [general] device)")
+    p.add_argument("--out", help="run directory (default: <output_dir>/<config name>[-<hash of the -o overrides>])")
+    p.add_argument("--device", help="torch device: auto, cpu, cuda, cuda:N (default: settings [general] device)")
     p.add_argument("-o", "--override", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value, YAML syntax (repeatable)")
 
 def _settings(args):
     return load_settings(args.settings, args.overrides)
 
+def _device(args, s) -> str:
+    "The device of `--device` or the settings, checked against this machine."
+    from unimd.settings import resolve_device
+    return resolve_device(args.device, "--device") if getattr(args, "device", None) else s.device()
+
 # %% ../nbs/99_cli.ipynb #9ccd8ec2
 def _overrides(pairs) -> dict:
-    "['train.epochs=3', ...] → {'train': {'epochs': 3}} (values parsed as YAML)."
+    "['train.epochs=3', 'data.options.size=tiny', ...] → {'train': {'epochs': 3}, 'data': {'options': {'size': 'tiny'}}} (values parsed as YAML)."
     import yaml
+    from unimd.config import ConfigError
     out = {}
     for p in pairs or []:
-        if "=" not in p or "." not in p.split("=", 1)[0]: raise SystemExit(f"unimd: -o {p!r}: expected section.key=value")
+        if "=" not in p or "." not in p.split("=", 1)[0]: raise ConfigError(f"-o {p!r}: expected section.key=value")
         k, v = p.split("=", 1)
-        sec, key = k.split(".", 1)
-        out.setdefault(sec, {})[key] = yaml.safe_load(v)
+        *path, key = k.split(".")   # data.options.size=tiny nests into data: {options: {size: tiny}}
+        d = out
+        for part in path: d = d.setdefault(part, {})
+        try: d[key] = yaml.safe_load(v)
+        except yaml.YAMLError: raise ConfigError(f"-o {p!r}: the value is not valid YAML") from None
     return out
 
-def _run_dir(s, cfg, out):
+def _run_dir(s, cfg, out, overrides=()):
+    "`--out`, else `<output_dir>/<config name>` with a short hash of the `-o` overrides (so that sweeps do not collide)."
     from pathlib import Path
+    from unimd.runs import run_name
     if out: return Path(out)
     d = Path(s.get("general", "output_dir") or "runs")
-    return (d if d.is_absolute() else s.path.parent/d)/cfg.name
+    return (d if d.is_absolute() else s.path.parent/d)/run_name(cfg.name, overrides)
 
 def format_metrics(metrics: dict) -> str:
     "A two-column table of nested metrics (fractions shown as percentages)."
@@ -69,21 +81,36 @@ def cmd_train(args) -> int:
     import json
     import os
     from unimd.config import load_config
-    from unimd.data import build_dataset
+    from unimd.data import DataError, build_dataset
     from unimd.distributed import init_from_env, launch
+    from unimd.runs import check_resume, prepare_run_folder, read_checkpoint
     from unimd.train import Trainer, set_deterministic
-    if args.nproc > 1 and "LOCAL_RANK" not in os.environ: return launch(sys.argv[1:], args.nproc)
     s = _settings(args)
     cfg = load_config(args.config, _overrides(args.override))
+    device = _device(args, s)
+    out = _run_dir(s, cfg, args.out, args.override)
+    ckpt = out/"last.pt"
+    if args.resume and ckpt.exists():   # before any work: a changed config is refused, not half-applied
+        check_resume(read_checkpoint(ckpt)["config"], cfg.to_dict(), ckpt, args.allow_safe_changes)
+    # the process that owns the run folder locks it; DDP workers run under their launcher's lock (or rank 0's, under
+    # a torchrun started by hand)
+    owner = not os.environ.get("UNIMD_RUN_LOCKED") and int(os.environ.get("RANK", "0")) == 0
+    lock = prepare_run_folder(out, args.resume, args.overwrite) if owner else None   # held until this command returns
+    if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        os.environ["UNIMD_RUN_LOCKED"] = "1"
+        return launch(sys.argv[1:], args.nproc)
     set_deterministic()
-    rank, world, device = init_from_env(args.device or s.device())
-    out = _run_dir(s, cfg, args.out)
+    rank, world, device = init_from_env(device)
     tr, va = build_dataset(cfg.data, cfg.data.train_split, s), build_dataset(cfg.data, cfg.data.val_split, s)
+    if not args.no_eval and not any(va.videos_with(t) for t in cfg.train.tasks):
+        raise DataError(f"data.val_split={cfg.data.val_split!r}: {va.name}/{va.split} has {len(va)} videos and no ground truth for "
+                        f"{', '.join(cfg.train.tasks)}: nothing to evaluate. Choose a split with annotations or pass --no-eval")
     if rank == 0: print(f"train: {tr}\nval:   {va}\nrun:   {out}" + (f"\nDDP:   {world} processes" if world > 1 else ""))
     t = Trainer(cfg, tr, out, va, device=device)
-    if args.resume and (out/"last.pt").exists():
-        t.load(out/"last.pt")
+    if args.resume and ckpt.exists():
+        t.load(ckpt, args.allow_safe_changes)
         if rank == 0: print(f"resumed after epoch {t.epoch}")
+    elif args.resume and rank == 0: print(f"nothing to resume in {out}: starting a new run")
     metrics = t.fit(evaluate_at_end=not args.no_eval)
     if metrics and rank == 0:
         metrics = _json_metrics(metrics)
@@ -95,33 +122,37 @@ def cmd_eval(args) -> int:
     "Evaluate a checkpoint (ours, or an official `.pth.tar` with its official YAML) on a split; print a table, write JSON."
     import json
     from pathlib import Path
-    import torch
-    from unimd.config import config_from_dict, load_config
+    from unimd.config import ConfigError, config_from_dict, load_config
     from unimd.data import build_dataset
     from unimd.model import UniMD
+    from unimd.runs import load_weights, read_checkpoint
     from unimd.train import evaluate
     if args.data_root: args.overrides = list(args.overrides) + [f"general.data_root={args.data_root}"]
     s = _settings(args)
+    device = _device(args, s)
+    if args.out and (Path(args.out).is_dir() or not Path(args.out).resolve().parent.is_dir()):
+        raise ConfigError(f"--out {args.out}: " + ("is a folder" if Path(args.out).is_dir() else "its folder does not exist") +
+                          "; expected the path of the JSON file to write, e.g. --out eval.json")
     if args.official_ckpt:
         from unimd.official import load_official
-        if not args.config: raise SystemExit("unimd: --official-ckpt needs --config OFFICIAL.yaml (the official config it was trained with)")
+        if not args.config: raise ConfigError("--official-ckpt needs --config OFFICIAL.yaml (the official config it was trained with)")
         model, cfg, notes = load_official(args.official_ckpt, args.config)
         cfg = cfg.copy(**_overrides(args.override))
         for n in notes: print(f"note: {n}")
         ckpt_path = Path(args.official_ckpt)
     else:
-        if not args.ckpt: raise SystemExit("unimd: eval needs --ckpt PATH or --official-ckpt PATH")
-        ck = torch.load(args.ckpt, map_location="cpu", weights_only=False)
+        if not args.ckpt: raise ConfigError("eval needs --ckpt PATH or --official-ckpt PATH")
+        ck = read_checkpoint(args.ckpt)
         cfg = load_config(args.config, _overrides(args.override)) if args.config else \
             config_from_dict(ck["config"], source=str(args.ckpt)).copy(**_overrides(args.override))
         model = UniMD(cfg.model)
-        model.load_state_dict(ck["ema"] if "ema" in ck else ck["model"])
+        load_weights(model, ck["ema"] if "ema" in ck else ck["model"], args.ckpt)
         ckpt_path = Path(args.ckpt)
     tasks = ("tad", "mr") if args.tasks == "all" else (args.tasks,) if args.tasks else cfg.train.tasks
     # evaluating one task should not need the other task's annotations or embeddings
     if args.tasks and args.tasks != "all": cfg = cfg.copy(data=dict(options=dict(tasks=list(tasks))))
     ds = build_dataset(cfg.data, args.split or cfg.data.val_split, s)
-    metrics, _ = evaluate(model, ds, cfg, device=args.device or s.device(), progress=True, tasks=tasks)
+    metrics, _ = evaluate(model, ds, cfg, device=device, progress=True, tasks=tasks)
     metrics = _json_metrics(metrics)
     out = Path(args.out) if args.out else ckpt_path.with_name(f"eval_{ds.split}.json")
     out.write_text(json.dumps(metrics, indent=1))
@@ -163,7 +194,7 @@ def cmd_demo(args) -> int:
     out = _run_dir(s, cfg, args.out or s.path.parent/"runs"/"quickstart")
     tr, va = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val")
     print(f"MD-Synth: {tr}\n          {va}")
-    t = Trainer(cfg, tr, out, va, device=args.device or s.device())
+    t = Trainer(cfg, tr, out, va, device=_device(args, s))
     metrics = _json_metrics(t.fit())
     (out/"metrics.json").write_text(json.dumps(metrics, indent=1))
     print(format_metrics(metrics))
@@ -231,7 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("train", help="train from a YAML config, then evaluate")
     _add_common(d); _add_run(d); d.set_defaults(func=cmd_train)
     d.add_argument("--config", required=True)
-    d.add_argument("--resume", action="store_true", help="continue from <run dir>/last.pt")
+    d.add_argument("--resume", action="store_true", help="continue from <run dir>/last.pt (the config must be the checkpoint's)")
+    d.add_argument("--allow-safe-changes", action="store_true",
+                   help="with --resume: accept the changes listed in unimd.runs.RESUME_SAFE (more epochs, evaluation settings)")
+    d.add_argument("--overwrite", action="store_true", help="replace the run already in the run directory")
     d.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     d.add_argument("--nproc", type=int, default=1, help="train with DDP on this many processes (torchrun; gloo on CPU, NCCL on GPU)")
     d = sub.add_parser("eval", help="evaluate a checkpoint")
@@ -254,16 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 def main(argv: list[str] | None = None) -> int:
-    "Run the CLI; returns the exit code (errors in settings are reported without a traceback)."
+    "Run the CLI; returns the exit code. Bad input (settings, config, data, checkpoints, run folder) is one line `unimd: <file or key>: <what is wrong>` and exit code 2; `--debug` shows the traceback."
+    import os
     args = build_parser().parse_args(argv)
     if getattr(args, "readme_only", False): args.readme = True
     from unimd.config import ConfigError
     from unimd.data import DataError
+    from unimd.runs import RunError
     try:
         return args.func(args) or 0
-    except SettingsError as e:
-        print(f"unimd: settings error: {e}", file=sys.stderr)
-        return 2
-    except (ConfigError, DataError) as e:
+    except (SettingsError, ConfigError, DataError, RunError) as e:
+        if getattr(args, "debug", False) or os.environ.get("UNIMD_DEBUG"): raise
         print(f"unimd: {e}", file=sys.stderr)
         return 2

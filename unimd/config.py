@@ -17,8 +17,9 @@ from typing import Any
 import yaml
 
 # %% auto #0
-__all__ = ['OFFICIAL_REGRESSION_RANGE', 'OFFICIAL_PRESETS', 'ConfigError', 'DataConfig', 'ModelConfig', 'TrainConfig',
-           'TestConfig', 'Config', 'config_from_dict', 'load_config', 'official_preset']
+__all__ = ['OFFICIAL_REGRESSION_RANGE', 'CHOICES', 'RANGES', 'OFFICIAL_PRESETS', 'ConfigError', 'DataConfig', 'ModelConfig',
+           'TrainConfig', 'TestConfig', 'Config', 'config_from_dict', 'read_yaml', 'load_config', 'check_values',
+           'official_preset']
 
 # %% ../nbs/10_config.ipynb #b090b52a
 class ConfigError(ValueError):
@@ -63,7 +64,7 @@ class ModelConfig:
     reg_head_fc_num: int = 3           # fc layers of the kernel-generator MLP (1-3)
     query_fc_dim: int = 512
     query_dropout: float = 0.1
-    kernel_relu: bool = True           # official: the kernel generator ends in ReLU, so generated kernels are ≥ 0 (SPEC §11.3)
+    kernel_relu: bool = True           # official: the kernel generator ends in ReLU, so generated kernels are ≥ 0 (official `libs/modeling/query_reg_tad_mr.py`: the kernel MLP ends in a ReLU)
     cls_prior_prob: float = 0.0        # official: no prior-probability bias init (0); π > 0 sets b = -log((1-π)/π)
     regression_range: tuple = OFFICIAL_REGRESSION_RANGE
     max_seq_len: int = 288             # copied from data.max_seq_len by `Config.finalize`
@@ -142,14 +143,7 @@ class Config:
             raise ConfigError(f"model.convnext_depths needs {m.backbone_arch[2]} stages, got {len(m.convnext_depths)}")
         if not 1 <= m.reg_head_fc_num <= 3:
             raise ConfigError(f"model.reg_head_fc_num must be 1, 2 or 3, got {m.reg_head_fc_num}")
-        if self.train.sampling not in ("individual", "random", "sync", "alternating"):
-            raise ConfigError(f"train.sampling={self.train.sampling!r}: expected individual, random, sync or alternating")
-        if self.train.checkpoint_every < 0:
-            raise ConfigError(f"train.checkpoint_every={self.train.checkpoint_every}: expected 0 (auto) or a number of epochs ≥ 1")
-        if self.train.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"train.precision={self.train.precision!r}: expected fp32 or bf16")
-        bad = set(self.train.tasks) - {"tad", "mr"}
-        if bad or not self.train.tasks: raise ConfigError(f"train.tasks={self.train.tasks}: expected a subset of (tad, mr)")
+        check_values(self)
         return self
 
     def to_dict(self) -> dict:
@@ -175,6 +169,14 @@ def _merge(base: dict, upd: dict) -> dict:
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
     return out
 
+def _number(value, default):
+    "YAML 1.1 reads `1e-4` (no dot) as a string: a numeric string becomes a number where the field is numeric."
+    if isinstance(value, str) and isinstance(default, (int, float)) and not isinstance(default, bool):
+        try: x = float(value.strip())
+        except ValueError: return value
+        return int(x) if isinstance(default, int) and x.is_integer() and "." not in value and "e" not in value.lower() else x
+    return value
+
 def _coerce(value, default, where):
     "Coerce a YAML value to the type of the field's default (tuples stay tuples, ints may become floats)."
     if isinstance(default, tuple):
@@ -183,6 +185,7 @@ def _coerce(value, default, where):
     if isinstance(default, bool):
         if not isinstance(value, bool): raise ConfigError(f"{where}: expected true/false, got {value!r}")
         return value
+    value = _number(value, default)
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
@@ -220,14 +223,74 @@ def config_from_dict(d: dict, source: str = "<dict>") -> Config:
     try: return cfg.finalize()
     except ConfigError as e: raise ConfigError(f"{source}: {e}") from None
 
+def read_yaml(path) -> dict:
+    "The mapping in a YAML file; a `ConfigError` naming the file (and the line and column of a syntax error)."
+    path = Path(path)
+    if not path.is_file(): raise ConfigError(f"{path}: " + ("is a folder; expected a YAML config file" if path.is_dir() else "config file not found"))
+    try:
+        with open(path) as f: d = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        m = getattr(e, "problem_mark", None)
+        at = f":{m.line + 1}:{m.column + 1}" if m is not None else ""
+        raise ConfigError(f"{path}{at}: not valid YAML ({getattr(e, 'problem', None) or e}); fix the file at that line and column") from None
+    if not isinstance(d, dict): raise ConfigError(f"{path}: expected a mapping at the top level")
+    return d
+
 def load_config(path, overrides: dict | None = None) -> Config:
     "Read a YAML config file (with optional nested `overrides`)."
     path = Path(path)
-    if not path.is_file(): raise ConfigError(f"config file {path} does not exist")
-    with open(path) as f: d = yaml.safe_load(f) or {}
-    if not isinstance(d, dict): raise ConfigError(f"{path}: expected a mapping at the top level")
+    d = read_yaml(path)
     d.setdefault("name", path.stem)
     return config_from_dict(_merge(d, overrides or {}), source=str(path))
+
+# %% ../nbs/10_config.ipynb #daa147af
+CHOICES = {   # section.key → the allowed values (for tasks: each element)
+    "train.sampling": ("individual", "random", "sync", "alternating"),
+    "train.precision": ("fp32", "bf16"),
+    "train.tasks": ("tad", "mr"),
+    "train.center_sample": ("radius", "none"),
+    "test.nms_method": ("soft", "hard", "none"),
+    "test.nms_backend": ("auto", "reference", "cpu", "triton"),
+}
+
+_ge = lambda lo: (lambda x: x >= lo, f"≥ {lo}")
+_gt = lambda lo: (lambda x: x > lo, f"> {lo}")
+_unit = (lambda x: 0 <= x <= 1, "in [0, 1]")
+_below1 = (lambda x: 0 <= x < 1, "in [0, 1)")
+RANGES = {   # section.key → (test, what is expected)
+    **{f"data.{k}": _ge(1) for k in ("max_seq_len", "batch_size")}, "data.num_workers": _ge(0), "data.trunc_thresh": _unit,
+    **{f"model.{k}": _ge(1) for k in ("input_dim", "embd_dim", "fpn_dim", "head_dim", "text_dim", "query_fc_dim",
+                                     "embd_kernel_size", "fpn_kernel_size", "head_kernel_size", "head_num_layers")},
+    "model.scale_factor": _ge(2), "model.fpn_layers": _ge(0), "model.drop_path_rate": _below1,
+    "model.query_dropout": _below1, "model.cls_prior_prob": _below1, "model.layer_scale_init": _ge(0),
+    "train.learning_rate": _gt(0), "train.weight_decay": _ge(0), "train.epochs": _ge(0), "train.warmup_epochs": _ge(0),
+    "train.eta_min": _ge(0), "train.ema_decay": _unit, "train.init_loss_norm": _gt(0), "train.loss_norm_momentum": _unit,
+    "train.label_smoothing": _below1, "train.center_sample_radius": _gt(0), "train.tad_loss_weight": _ge(0),
+    "train.mr_loss_weight": _ge(0), "train.eval_every": _ge(0), "train.checkpoint_every": _ge(0), "train.saliency_loss_weight": _ge(0),
+    "train.saliency_margin": _ge(0),
+    "train.data_ratio_tad": (lambda x: 0 < x <= 1, "in (0, 1]"), "train.data_ratio_mr": (lambda x: 0 < x <= 1, "in (0, 1]"),
+    "train.early_stop_epochs": (lambda x: x == -1 or x >= 1, "-1 (off) or ≥ 1"),
+    "test.pre_nms_thresh": _unit, "test.pre_nms_topk": _ge(1), "test.iou_threshold": _unit, "test.min_score": _unit,
+    "test.max_seg_num": _ge(1), "test.nms_sigma": _gt(0), "test.duration_thresh": _ge(0), "test.voting_thresh": _unit,
+}
+
+def check_values(cfg) -> None:
+    "Raise `ConfigError` naming the key, the value and the allowed values or range, for the first value outside `CHOICES` or `RANGES`."
+    def value(key):
+        sec, k = key.split(".")
+        return getattr(getattr(cfg, sec), k)
+    for key, allowed in CHOICES.items():
+        v = value(key)
+        vals = v if isinstance(v, (tuple, list)) else (v,)
+        bad = [x for x in vals if x not in allowed]
+        if bad or not vals:
+            hint = difflib.get_close_matches(str(bad[0]).lower(), allowed, n=1) if bad else []
+            raise ConfigError(f"{key}: {v!r} is not allowed; expected {'a non-empty list of ' if isinstance(v, (tuple, list)) else ''}"
+                              f"{' | '.join(allowed)}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    for key, (ok, what) in RANGES.items():
+        if not ok(value(key)): raise ConfigError(f"{key}: {value(key)!r} is out of range; expected {what}")
+    lo, hi = cfg.data.crop_ratio if cfg.data.crop_ratio is not None else (1, 1)
+    if not 0 < lo <= hi <= 1: raise ConfigError(f"data.crop_ratio: {cfg.data.crop_ratio!r}; expected [low, high] with 0 < low ≤ high ≤ 1")
 
 # %% ../nbs/10_config.ipynb #fdac2d3c
 OFFICIAL_PRESETS = {

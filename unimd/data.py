@@ -18,7 +18,7 @@ import torch
 # %% auto #0
 __all__ = ['DATASETS', 'DATASET_MODULES', 'DataError', 'sec_to_grid', 'grid_to_sec', 'l2_normalize_steps', 'TaskAnnotation',
            'VideoSample', 'check_sample', 'segments_to_grid', 'random_crop', 'TaskBatch', 'Batch', 'pad_length',
-           'collate', 'VideoDataset', 'register_dataset', 'build_dataset']
+           'collate', 'full_batches', 'VideoDataset', 'register_dataset', 'build_dataset']
 
 # %% ../nbs/11_data.ipynb #bf5fa307
 class DataError(ValueError):
@@ -232,6 +232,11 @@ def collate(samples: list, max_seq_len: int, training: bool, max_stride: int = 3
         if rows: out[t] = _task_batch(samples, rows, t, L)
     return Batch(feats, masks, meta, out)
 
+# %% ../nbs/11_data.ipynb #a52c7940
+def full_batches(items: list, batch_size: int) -> list:
+    "`items` cut into consecutive batches of `batch_size`; the last incomplete batch is dropped (as the official loaders do)."
+    return [items[i:i + batch_size] for i in range(0, len(items) - batch_size + 1, batch_size)]
+
 # %% ../nbs/11_data.ipynb #aab6b7b7
 class VideoDataset:
     """The videos of one split, their shared TAD class embeddings, and the dataset's evaluation.
@@ -271,8 +276,8 @@ class VideoDataset:
         "Indices of the videos that can train `task` (annotation with at least one segment)."
         return [i for i, s in enumerate(self.samples) if task in s.training_tasks()]
 
-    def check(self, input_dim=None, text_dim=None):
-        "Validate every sample; raises `DataError` naming the first bad video."
+    def check(self, input_dim=None, text_dim=None, deep: bool = False):
+        "Validate every sample; raises `DataError` naming the first bad video (`deep`: for datasets read from files, read every file)."
         for s in self.samples: check_sample(s, input_dim, text_dim, where=f"{self.name}/{self.split}: ")
         return self
 
@@ -286,7 +291,7 @@ class VideoDataset:
 
 DATASETS: dict = {}
 # modules whose import registers datasets (imported on first use, so `import unimd.data` stays light)
-DATASET_MODULES = ["unimd.synth", "unimd.paper_datasets", "unimd.more_datasets", "unimd.workout"]
+DATASET_MODULES = ["unimd.synth", "unimd.paper_datasets", "unimd.more_datasets", "unimd.workout", "unimd.surrogate"]
 
 def register_dataset(name: str):
     "Decorator: register a builder `fn(data_config, split, settings) -> VideoDataset` under `name`."

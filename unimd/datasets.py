@@ -23,11 +23,20 @@ from .data import (DataError, TaskAnnotation, VideoDataset, VideoSample, check_s
 # %% auto #0
 __all__ = ['SEGMENT_RULES', 'COMMON_OPTIONS', 'ADAPTERS', 'VideoRecord', 'merge_records', 'feature_shape', 'read_features',
            'FeatureSource', 'VideoFeatures', 'ClassEmbeddings', 'QueryEmbeddings', 'FileReport', 'find_missing',
-           'clean_segments', 'limit_to_features', 'PairedIndex', 'FeaturesOnDisk', 'FeatureDataset', 'DatasetAdapter',
-           'register_adapter', 'get_adapter', 'build', 'check_files', 'format_report', 'cmd_data_check', 'add_cli',
-           'write_fake_files']
+           'clean_segments', 'limit_to_features', 'read_json', 'read_database', 'label_names', 'clean_record',
+           'PairedIndex', 'FeaturesOnDisk', 'FeatureDataset', 'DatasetAdapter', 'register_adapter', 'get_adapter',
+           'build', 'check_files', 'read_all_files', 'format_report', 'cmd_data_check', 'add_cli', 'write_fake_files']
 
 # %% ../nbs/40_datasets.ipynb #624b829c
+def _segments(x, video_id, what) -> np.ndarray:
+    "(N, 2) float64 seconds, or a `DataError` naming the video (a 3-number segment must not be re-read as pairs)."
+    try: a = np.asarray(x, dtype=np.float64)
+    except (ValueError, TypeError): raise DataError(f"video {video_id!r}: {what} are not numbers; expected [[start, end], ...] in seconds") from None
+    if a.size == 0: return a.reshape(0, 2)
+    if a.ndim != 2 or a.shape[1] != 2:
+        raise DataError(f"video {video_id!r}: {what} have shape {a.shape}; expected [[start, end], ...] in seconds (N, 2)")
+    return a
+
 @dataclass
 class VideoRecord:
     "One video's annotations in seconds, as read from the official files."
@@ -40,17 +49,19 @@ class VideoRecord:
     mr_segments: np.ndarray | None = None    # (M, 2) seconds
     mr_queries: np.ndarray | None = None     # (M,) index into mr_texts of each moment
     mr_info: list | None = None              # (Q,) per-query extras (annotation ids, qid, ...)
+    tad_names: list | None = None            # (N,) the label name the file gives each segment, when it gives one
+    mr_dropped: list | None = None           # query indices whose every moment `clean_record` removed
 
     def __post_init__(self):
         if self.tad_segments is not None:
-            self.tad_segments = np.asarray(self.tad_segments, dtype=np.float64).reshape(-1, 2)
+            self.tad_segments = _segments(self.tad_segments, self.video_id, "TAD segments")
             self.tad_labels = np.asarray(self.tad_labels if self.tad_labels is not None else [], dtype=np.int64).reshape(-1)
             if len(self.tad_labels) != len(self.tad_segments):
                 raise DataError(f"video {self.video_id!r}: {len(self.tad_segments)} TAD segments but {len(self.tad_labels)} labels")
         if self.mr_texts is not None:
             self.mr_texts = list(self.mr_texts)
             segs = self.mr_segments if self.mr_segments is not None else np.zeros((0, 2))
-            self.mr_segments = np.asarray(segs, dtype=np.float64).reshape(-1, 2)
+            self.mr_segments = _segments(segs, self.video_id, "MR moments")
             if self.mr_queries is None:
                 if len(self.mr_segments) not in (0, len(self.mr_texts)):
                     raise DataError(f"video {self.video_id!r}: {len(self.mr_segments)} moments for {len(self.mr_texts)} queries; give mr_queries")
@@ -71,7 +82,7 @@ def merge_records(*groups) -> list:
         for r in recs:
             if r.video_id not in out: out[r.video_id] = replace(r); continue
             o = out[r.video_id]
-            if r.has_tad and not o.has_tad: o.tad_segments, o.tad_labels = r.tad_segments, r.tad_labels
+            if r.has_tad and not o.has_tad: o.tad_segments, o.tad_labels, o.tad_names = r.tad_segments, r.tad_labels, r.tad_names
             if r.has_mr and not o.has_mr:
                 o.mr_texts, o.mr_segments, o.mr_queries, o.mr_info = r.mr_texts, r.mr_segments, r.mr_queries, r.mr_info
     return list(out.values())
@@ -327,6 +338,90 @@ def limit_to_features(grid: np.ndarray, num_steps: int, counts: dict, what: str 
 def _count(counts: dict, what: str, n: int):
     if n: counts[what] = counts.get(what, 0) + n
 
+# %% ../nbs/40_datasets.ipynb #2bdb300d
+def read_json(path, what: str = "annotation file"):
+    "A JSON file's content; a `DataError` with the file, line and column when it is not valid JSON."
+    p = Path(path)
+    try:
+        with open(p, encoding="utf-8") as f: return json.load(f)
+    except json.JSONDecodeError as e: raise DataError(f"{p}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
+    except OSError as e: raise DataError(f"{p}: cannot read the {what} ({e.strerror})") from None
+
+def read_database(path) -> dict:
+    "The `database` of an ActivityNet-style annotation file, with its structure checked (errors name the file and video)."
+    d = read_json(path)
+    db = d.get("database") if isinstance(d, dict) else None
+    if not isinstance(db, dict):
+        found = sorted(d)[:5] if isinstance(d, dict) else type(d).__name__
+        raise DataError(f"{path}: no 'database' mapping (found {found}); expected {{'database': {{video id: {{'duration': seconds, "
+                        f"'annotations': [{{'segment': [start, end], 'label_id': ...}}]}}}}}}")
+    for vid, v in db.items():
+        dur = v.get("duration") if isinstance(v, dict) else None
+        try: ok = float(dur) > 0
+        except (TypeError, ValueError): ok = False
+        if not ok: raise DataError(f"{path}: video {vid!r} has duration {dur!r}; expected 'duration': seconds > 0")
+        for i, a in enumerate(v.get("annotations") or []):
+            seg = a.get("segment", [0, 0]) if isinstance(a, dict) else None
+            if not isinstance(seg, (list, tuple)) or len(seg) != 2:
+                raise DataError(f"{path}: video {vid!r}, annotation {i}: segment {seg!r}; expected [start, end] in seconds")
+    return db
+
+def _first(keys) -> np.ndarray:
+    "Mask of the first occurrence of each key."
+    seen, out = set(), []
+    for k in keys: out.append(k not in seen); seen.add(k)
+    return np.array(out, dtype=bool)
+
+def _clean(segs, keys, note, what, drop_degenerate):
+    "Swap reversed rows, drop NaN/Inf ones, count (and with `drop_degenerate` drop) zero-length and duplicated ones: (segments, keep)."
+    s = segs.copy()
+    bad = ~np.isfinite(s).all(1)
+    note(f"{what} with NaN/Inf dropped", bad)
+    rev = ~bad & (s[:, 0] > s[:, 1])
+    s[rev] = s[rev][:, ::-1]
+    note(f"reversed {what} swapped", rev)
+    fate = "dropped" if drop_degenerate else "kept (official rule)"
+    zero = ~bad & (s[:, 1] == s[:, 0])
+    note(f"zero-length {what} {fate}", zero)
+    keep = ~bad & ~(zero & drop_degenerate)
+    idx = np.nonzero(keep)[0]
+    dup = idx[~_first([(float(s[i, 0]), float(s[i, 1]), keys[i]) for i in idx])]
+    note(f"duplicated {what} {fate}", dup)
+    if drop_degenerate: keep[dup] = False
+    return s, keep
+
+def label_names(records) -> dict:
+    "label_id → the name the annotation files give it most often (over `records`' `tad_names`)."
+    from collections import Counter
+    c = Counter((int(l), n) for r in records if r.has_tad and r.tad_names is not None
+                for l, n in zip(r.tad_labels.tolist(), r.tad_names) if n is not None)
+    out = {}
+    for (l, n), k in sorted(c.items(), key=lambda x: -x[1]): out.setdefault(l, n)
+    return out
+
+def clean_record(rec: VideoRecord, names: dict, counts: dict, videos: dict, rule: str = "official") -> VideoRecord:
+    "`rec` with its ground truth cleaned (see above) under the segment `rule` (`names`: `label_names`); `counts[what]` counts each repair, `videos[what]` lists the videos."
+    drop = rule == "clip"
+    def note(what, mask):
+        n = int(np.count_nonzero(mask))
+        if n: _count(counts, what, n); videos.setdefault(what, []).append(rec.video_id)
+    out = replace(rec)
+    if rec.has_tad and len(rec.tad_segments):
+        s, keep = _clean(rec.tad_segments, rec.tad_labels.tolist(), note, "TAD segments", drop)
+        if rec.tad_names is not None and names:
+            wrong = keep & np.array([n is not None and names.get(l, n) != n
+                                     for n, l in zip(rec.tad_names, rec.tad_labels.tolist())], dtype=bool)
+            note("TAD segments whose label name is not that of their label_id dropped", wrong)
+            keep &= ~wrong
+        out.tad_segments, out.tad_labels = s[keep], rec.tad_labels[keep]
+        out.tad_names = None if rec.tad_names is None else [n for n, k in zip(rec.tad_names, keep) if k]
+    if rec.has_mr and len(rec.mr_segments):
+        s, keep = _clean(rec.mr_segments, rec.mr_queries.tolist(), note, "MR moments", drop)
+        lost = sorted(set(rec.mr_queries.tolist()) - set(rec.mr_queries[keep].tolist()))
+        note("MR queries left without a moment dropped", np.ones(len(lost)))
+        out.mr_segments, out.mr_queries, out.mr_dropped = s[keep], rec.mr_queries[keep], lost or None
+    return out
+
 # %% ../nbs/40_datasets.ipynb #1dcd60cb
 @dataclass
 class PairedIndex:
@@ -384,14 +479,21 @@ class FeatureDataset(VideoDataset):
                             f"have shape {tuple(x.shape)} but {tuple(s.feats.shape)} when the dataset was built")
         return replace(s, feats=x)
 
-    def check(self, input_dim=None, text_dim=None):
+    def check(self, input_dim=None, text_dim=None, deep: bool = False):
+        "Validate every sample from the files' headers; `deep` also reads every feature file (NaN/Inf, truncated, unreadable)."
+        from unimd.train import progress_bar
         # thousands of small checks: one thread avoids the thread pool's overhead on each (and contention on busy machines)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
+            lazy = [i for i, s in enumerate(self.samples) if isinstance(s.feats, FeaturesOnDisk)]
             for s in self.samples:
                 if isinstance(s.feats, FeaturesOnDisk): s = replace(s, feats=torch.zeros(1, 1).expand(*s.feats.shape))
                 check_sample(s, input_dim, text_dim, where=f"{self.name}/{self.split}: ")
+            if deep:
+                for i in progress_bar(lazy, desc=f"{self.name}/{self.split}: reading features", leave=False,
+                                      disable=len(lazy) < 200):
+                    self[i]   # loading checks shape and NaN/Inf and names the file
         finally: torch.set_num_threads(threads)
         return self
 
@@ -512,7 +614,7 @@ class DatasetAdapter:
         return d
 
     def feature_for(self, rec: VideoRecord, features: dict, o: dict) -> VideoFeatures:
-        "The features a video is read from: the TAD features when it is loaded for TAD, else the MR features (Ego4D, SPEC §8)."
+        "The features a video is read from: the TAD features when it is loaded for TAD, else the MR features (Ego4D, official `libs/datasets/*.py` and `data_utils.py`)."
         return features["tad"] if ("tad" in o["tasks"] and rec.has_tad) or "mr" not in features else features["mr"]
 
     def grid_of(self, rec: VideoRecord, o: dict) -> tuple:
@@ -602,13 +704,18 @@ def build(adapter: DatasetAdapter, options: dict | None, split: str, settings=No
                        **({} if "mr" in tasks else dict(mr_texts=None, mr_segments=None, mr_queries=None, mr_info=None)))
                for r in records]
     records = [r for r in records if r.has_tad or r.has_mr]
+    videos, rule = {}, adapter.rule(split, o)
+    # the loader's class list names every label id (read from the whole file); where it does not (a class average),
+    # the name the split's annotations give each id most often
+    top = max((int(r.tad_labels.max()) for r in records if r.has_tad and len(r.tad_labels)), default=-1)
+    names = dict(enumerate(class_names)) if class_names and len(class_names) > top else label_names(records)
+    records = [clean_record(r, names, counts, videos, rule) for r in records]
     features = adapter.features(settings, o)
     tad_emb = adapter.class_embeddings(settings, o) if "tad" in tasks else None
     mr_emb = adapter.query_embeddings(settings, split, o) if "mr" in tasks else None
     reports = find_missing(records, {r.video_id: adapter.feature_for(r, features, o) for r in records}, mr_emb, split)
     records = _drop_missing(adapter.name, split, records, reports, o, counts)
     tad_queries = tad_emb.load() if tad_emb is not None else None
-    rule = adapter.rule(split, o)
     from unimd.train import progress_bar
     samples, feature_of, mr_kept = [], {}, {}
     for rec in progress_bar(records, desc=f"{where}: reading headers", disable=not progress or len(records) < 500, leave=False):
@@ -626,7 +733,9 @@ def build(adapter: DatasetAdapter, options: dict | None, split: str, settings=No
             emb = mr_emb.load(rec)
             grid, keep = _grid_task(rec.mr_segments, rec, adapter, o, rule, counts, T, "MR moments")
             with_moment, kept_moment = set(rec.mr_queries.tolist()), set(rec.mr_queries[keep].tolist())
-            kept_q = np.array([q for q in range(len(rec.mr_texts)) if q in kept_moment or q not in with_moment], dtype=np.int64)
+            dropped = set(rec.mr_dropped or ())
+            kept_q = np.array([q for q in range(len(rec.mr_texts)) if q in kept_moment or (q not in with_moment and q not in dropped)],
+                              dtype=np.int64)
             _count(counts, "MR queries dropped with all their moments", len(rec.mr_texts) - len(kept_q))
             if len(kept_q):
                 renumber = {int(q): i for i, q in enumerate(kept_q)}
@@ -639,7 +748,8 @@ def build(adapter: DatasetAdapter, options: dict | None, split: str, settings=No
         samples.append(VideoSample(rec.video_id, feats, fps, float(rec.duration), stride, nf, tad, mr))
         feature_of[rec.video_id] = vf
     if counts:
-        warnings.warn(f"{where}: " + "; ".join(f"{n} {what}" for what, n in counts.items()), stacklevel=1)
+        name = lambda v: f" (videos {', '.join(v[:3])}{', ...' if len(v) > 3 else ''})" if v else ""
+        warnings.warn(f"{where}: " + "; ".join(f"{n} {what}{name(videos.get(what))}" for what, n in counts.items()), stacklevel=1)
     ds = FeatureDataset(adapter.name, split, samples, class_names, tad_queries,
                         adapter.text_spec(settings, o, tad_emb, mr_emb), adapter.feature_spec(o, features),
                         records=records, feature_of=feature_of, adapter=adapter, settings=settings, options=o,
@@ -672,6 +782,28 @@ def check_files(name: str, settings=None, splits=None, options: dict | None = No
         out += find_missing(records, {r.video_id: a.feature_for(r, feats, o) for r in records}, qe, split)
     return out
 
+def read_all_files(name: str, settings=None, splits=None, options: dict | None = None, progress: bool = True) -> list:
+    "Read every feature and MR-embedding file of every split (or `splits`): one `(split, problem)` per unreadable, truncated, wrongly shaped or NaN/Inf file."
+    from unimd.settings import load_settings
+    from unimd.train import progress_bar
+    settings = settings or load_settings()
+    a = get_adapter(name)
+    o = a.options(options)
+    bad = []
+    for split in [a.split(s) for s in splits] if splits else a.all_splits():
+        records, _ = a.annotations(settings, split, o)
+        feats = a.features(settings, o)
+        qe = a.query_embeddings(settings, split, o) if "mr" in o["tasks"] else None
+        for r in progress_bar(records, desc=f"{name}/{split}: reading every file", disable=not progress, leave=False):
+            vf = a.feature_for(r, feats, o)
+            if all(p.exists() for p in vf.files(r.video_id)):   # missing files are the header check's business
+                try: vf.load(r.video_id)
+                except DataError as e: bad.append((split, str(e)))
+            if qe is not None and r.has_mr and all(p.exists() for p in qe.files(r)):
+                try: qe.load(r)
+                except DataError as e: bad.append((split, str(e)))
+    return bad
+
 def format_report(reports: list, n_show: int = 2) -> str:
     "The reports as a fixed-width table."
     rows = [("split", "kind", "expected", "found", "missing", "location / first missing")]
@@ -693,7 +825,11 @@ def cmd_data_check(args) -> int:
     print(format_report(reports))
     n = sum(len(r.missing) for r in reports)
     print("all files found" if n == 0 else f"{n} file(s) missing")
-    return 0 if n == 0 else 1
+    if not args.deep: return 0 if n == 0 else 1
+    bad = read_all_files(args.dataset, s, args.split, opts)
+    for split, problem in bad: print(f"bad file ({split}): {problem}")
+    print("every file read: all readable and finite" if not bad else f"{len(bad)} bad file(s)")
+    return 0 if n == 0 and not bad else 1
 
 def add_cli(subparsers, add_common, add_run):
     "Add `unimd data check`."
@@ -705,6 +841,7 @@ def add_cli(subparsers, add_common, add_run):
     c.add_argument("--split", action="append", help="split to check (repeatable; default: all)")
     c.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a data option (data.options), YAML value, e.g. -o features=i3d+clip")
+    c.add_argument("--deep", action="store_true", help="also read every feature and embedding file (NaN/Inf, truncated, unreadable)")
     c.set_defaults(func=cmd_data_check)
 
 # %% ../nbs/40_datasets.ipynb #7ca02332

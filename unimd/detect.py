@@ -7,6 +7,7 @@ Docs: https://unimd.github.io/unimd/detect.html.md"""
 # %% ../nbs/62_detect.ipynb #10ebab2c
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -33,12 +34,9 @@ class DetectError(DataError):
 
 def read_checkpoint(path) -> dict:
     "A checkpoint dict (config, model, ema, meta); errors name the file and what is missing."
-    p = Path(path)
-    if not p.is_file(): raise DetectError(f"{p}: checkpoint not found")
-    ck = torch.load(p, map_location="cpu", weights_only=False)
-    missing = [k for k in ("config", "model") if not isinstance(ck, dict) or k not in ck]
-    if missing: raise DetectError(f"{p}: not a unimd checkpoint (missing {missing}; expected keys config, model, ema, meta)")
-    return ck
+    from unimd.runs import CheckpointError, read_checkpoint as read   # missing, empty, truncated, of another kind
+    try: return read(path)
+    except CheckpointError as e: raise DetectError(str(e)) from None
 
 # %% ../nbs/62_detect.ipynb #88c195f6
 def _as_2d_features(x, input_dim: int, where: str) -> torch.Tensor:
@@ -68,7 +66,8 @@ class Detector:
         ck = read_checkpoint(path)
         cfg = config_from_dict(ck["config"], source=str(path))
         model = UniMD(cfg.model)
-        model.load_state_dict(ck["ema"] if use_ema and ck.get("ema") is not None else ck["model"])
+        from unimd.runs import load_weights
+        load_weights(model, ck["ema"] if use_ema and ck.get("ema") is not None else ck["model"], path)
         return cls(model, cfg, ck.get("meta") or {}, **kw)
 
     @property
@@ -128,8 +127,9 @@ class Detector:
         if isinstance(x, VideoSample):
             if x.feats.shape[0] != C: raise DetectError(f"video {x.video_id!r}: feats have {x.feats.shape[0]} channels, the model expects {C} (shape (C, T))")
             return replace(x, tad=None, mr=None)
+        where = None
         if isinstance(x, (str, Path)):
-            p = Path(x)
+            p = where = Path(x)
             if p.suffix in (".npy", ".npz"):
                 x = load_features(p, fps, feat_stride, num_frames, defaults=self.feature_spec)
                 if feat_stride is None and not _has_grid(p):      # a native-rate file on the checkpoint's grid
@@ -140,6 +140,12 @@ class Detector:
                 return replace(s, video_id=video_id or s.video_id)
         if isinstance(x, VideoFeatures):
             t = _as_2d_features(x.features, C, x.video_id)
+            if tuple(t.shape) != tuple(np.shape(x.features)):   # a file is (T, C) by definition: never guess its orientation
+                raise DetectError(f"{where or x.video_id}: features of shape {tuple(np.shape(x.features))} look transposed; a feature file holds "
+                                  f"(T, {C}) (time steps × the model's {C} channels): save the transpose")
+            if not torch.isfinite(t).all():
+                bad = (~torch.isfinite(t)).any(1).nonzero().flatten()[:5].tolist()
+                raise DetectError(f"{where or x.video_id}: features contain NaN/Inf (first bad steps: {bad})")
             return VideoSample(video_id or x.video_id, l2_normalize_steps(t).T.contiguous(), x.fps, duration or x.duration,
                                x.feat_stride, x.num_frames)
         t = _as_2d_features(x, C, "features")
@@ -231,6 +237,16 @@ def saliency_frame(step_scores, sample: VideoSample, names: list, clip_length: f
                          "saliency": x.reshape(-1).numpy().astype(float)})
 
 # %% ../nbs/62_detect.ipynb #e85b5fef
+_RANGES = dict(window=(lambda x: x >= 1, "≥ 1 feature step"), overlap=(lambda x: 0 <= x < 1, "in [0, 1)"),
+               fps=(lambda x: x > 0, "> 0"), feat_stride=(lambda x: x > 0, "> 0"), num_frames=(lambda x: x >= 0, "≥ 0"),
+               duration=(lambda x: x > 0, "> 0 seconds"))
+
+def _check_ranges(**given):
+    "A `DetectError` naming the first option outside its range (None: not given)."
+    for k, v in given.items():
+        if k in _RANGES and v is not None and not (math.isfinite(v) and _RANGES[k][0](v)):
+            raise DetectError(f"--{k.replace('_', '-')} {v:g}: expected {_RANGES[k][1]}")
+
 def _detect(self, video_or_features, queries: Sequence[str] = (), classes=None, template: str | None = None,
             top_k: int | None = None, window: int | None = None, overlap: float = 0.25, window_batch: int = 8,
             progress: bool = True, saliency: bool = False, clip_length: float = 2.0, **grid):
@@ -239,6 +255,7 @@ def _detect(self, video_or_features, queries: Sequence[str] = (), classes=None, 
     switches to windowed inference with `overlap`; `grid` may give fps, feat_stride, num_frames, duration, video_id.
     With `saliency=True` returns (detections, saliency): the per-clip saliency of every sentence (`saliency_frame`,
     clips of `clip_length` s)."""
+    _check_ranges(window=window, overlap=overlap, **grid)
     s = self.prepare(video_or_features, queries, classes, template, progress=progress, **grid)
     if window is None or window >= s.num_steps:
         batch = collate([s], self.cfg.data.max_seq_len, training=False, max_stride=self.model.max_stride).to(self.device)
@@ -289,6 +306,20 @@ def format_detections(df: pd.DataFrame, top: int | None = 3) -> str:
                     score=df["score"].map("{:.4f}".format))
     return out.to_string(index=False)
 
+def _grid_line(det, args) -> str:
+    "The time grid a feature file is read on, and where it comes from: the detections' seconds depend on it."
+    from unimd.datasets import feature_shape
+    p = Path(args.features)
+    _check_ranges(window=args.window, overlap=args.overlap, fps=args.fps, feat_stride=args.feat_stride,
+                  num_frames=args.num_frames, duration=args.duration)
+    if not p.is_file(): raise DetectError(f"{p}: feature file not found")
+    if _has_grid(p) and args.fps is None and args.feat_stride is None: return f"time grid: from {p.name}"
+    T = feature_shape(p)[0] if len(feature_shape(p)) == 2 else 0
+    fps, stride, nf = det._grid(args.fps, args.feat_stride, args.num_frames, str(p))
+    own = args.fps is not None and args.feat_stride is not None
+    src = "given" if own else "the checkpoint's feature_spec for what --fps/--feat-stride did not give; pass both if your features differ"
+    return f"time grid: {fps:g} fps, a step every {stride:g} frames, {nf:g} frames per step ({src}): {T} steps = {((T - 1) * stride + nf) / fps:.1f} s"
+
 def cmd_predict(args) -> int:
     "Run a checkpoint on a video or feature file and print the detections."
     from unimd.cli import _overrides
@@ -296,9 +327,11 @@ def cmd_predict(args) -> int:
     from unimd.text import TextEncoderError
     s = load_settings(args.settings, args.overrides)
     try:
-        det = load_detector(args.ckpt, device=args.device or s.device(), clip_weights=args.clip_weights, settings=s)
+        from unimd.settings import resolve_device
+        det = load_detector(args.ckpt, device=resolve_device(args.device, "--device") if args.device else s.device(), clip_weights=args.clip_weights, settings=s)
         if args.override: det.cfg = det.cfg.copy(**_overrides(args.override))
         classes = [] if args.no_classes else (read_class_file(args.classes) if args.classes else None)
+        if args.features: print(_grid_line(det, args))
         df = det.detect(args.video or args.features, queries=args.query, classes=classes, template=args.template,
                         window=args.window, overlap=args.overlap, fps=args.fps, feat_stride=args.feat_stride,
                         num_frames=args.num_frames, duration=args.duration,

@@ -1,4 +1,4 @@
-"""PyTorch DDP launched by `torchrun` (gloo on CPU, NCCL on GPU): each process trains a disjoint shard of every batch, and the run computes what one process would.
+"""PyTorch DDP launched by `torchrun` (gloo on CPU, NCCL on GPU): each process trains a disjoint shard of every batch, and, with dropout and drop-path off, the run computes what one process would.
 
 Docs: https://unimd.github.io/unimd/distributed.html.md"""
 
@@ -109,4 +109,23 @@ def launch(argv: list[str], nproc: int) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script, *argv]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    return subprocess.call(cmd, env=env)
+    return _run_forwarding_signals(cmd, env)
+
+def _run_forwarding_signals(cmd, env) -> int:
+    "Run `cmd` in its own process group; SIGTERM/SIGINT/SIGHUP sent to us reach the whole group (torchrun and its workers)."
+    import signal
+    p = subprocess.Popen(cmd, env=env, start_new_session=True)
+    def forward(sig, frame):
+        try: os.killpg(p.pid, sig)
+        except ProcessLookupError: pass
+    sigs = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    old = {s: signal.signal(s, forward) for s in sigs}
+    try:
+        try: return p.wait()
+        except BaseException:
+            forward(signal.SIGTERM, None)
+            raise
+    finally:
+        try: p.wait(timeout=30)
+        except subprocess.TimeoutExpired: os.killpg(p.pid, signal.SIGKILL); p.wait()
+        for s, h in old.items(): signal.signal(s, h)

@@ -11,11 +11,11 @@ from dataclasses import replace
 
 import torch
 
-from .data import VideoDataset
-from .train import PLANNERS, _batches, _labelled
+from .data import VideoDataset, full_batches
 
 # %% auto #0
-__all__ = ['REGIMES', 'plan_sync', 'plan_alternating', 'kept_videos', 'apply_data_ratios', 'regime_stages', 'run_regime']
+__all__ = ['CO_TRAINING_PLANNERS', 'REGIMES', 'plan_sync', 'plan_alternating', 'kept_videos', 'apply_data_ratios',
+           'regime_stages']
 
 # %% ../nbs/50_fusion.ipynb #ce193e1a
 def _draw(items, n, gen):
@@ -32,20 +32,21 @@ def _tasks_of(ds, i, tasks):
 def plan_sync(ds, tcfg, batch_size, gen):
     "Synchronized co-training: every iteration carries both tasks (official epoch structure by default)."
     if set(tcfg.tasks) != {"tad", "mr"}: raise ValueError("sampling=sync co-trains both tasks: set train.tasks: [tad, mr]")
-    tad = {i for i, s in enumerate(ds.samples) if _labelled(s, "tad")}
-    mr = {i for i, s in enumerate(ds.samples) if _labelled(s, "mr")}
+    # a video is in a task's stream when it is annotated for it (with or without segments), as in `plan_random`
+    tad = {i for i, s in enumerate(ds.samples) if s.task("tad") is not None}
+    mr = {i for i, s in enumerate(ds.samples) if s.task("mr") is not None}
     both, tad_only, mr_only = sorted(tad & mr), sorted(tad - mr), sorted(mr - tad)
     n = max(len(tad_only), len(mr_only)) if tcfg.sync_keep_surplus else min(len(tad_only), len(mr_only))
     extra = []
     if tcfg.sync_keep_surplus and not (tad_only and mr_only):   # one side empty: nothing to pair with
         lone, task = (tad_only, "tad") if tad_only else (mr_only, "mr")
-        extra = _batches([(i, _tasks_of(ds, i, (task,))) for i in _draw(lone, len(lone), gen)], batch_size)
+        extra = full_batches([(i, _tasks_of(ds, i, (task,))) for i in _draw(lone, len(lone), gen)], batch_size)
         n = 0
     t_draw, m_draw = _draw(tad_only, n, gen), _draw(mr_only, n, gen)
     diff = [[(i, _tasks_of(ds, i, ("tad",))) for i in t_draw[k:k + batch_size]] +
             [(i, _tasks_of(ds, i, ("mr",))) for i in m_draw[k:k + batch_size]]
             for k in range(0, n - batch_size + 1, batch_size)]
-    shared = _batches([(i, _tasks_of(ds, i, ("tad", "mr"))) for i in _draw(both, len(both), gen)], batch_size)
+    shared = full_batches([(i, _tasks_of(ds, i, ("tad", "mr"))) for i in _draw(both, len(both), gen)], batch_size)
     order = torch.randperm(len(shared) + len(diff), generator=gen).tolist()
     # as official: the first len(shared) positions of the shuffled order take the next shared batch
     it_s, it_d = iter(shared), iter(diff)
@@ -64,10 +65,10 @@ def plan_alternating(ds, tcfg, batch_size, gen):
     vids = {t: [i for i, s in enumerate(ds.samples) if t in s.training_tasks()] for t in ("tad", "mr")}
     if not all(vids.values()): raise ValueError("sampling=alternating needs training videos for both tasks")
     n = max(len(v) // batch_size for v in vids.values())
-    streams = {t: _batches([(i, (t,)) for i in _stream(v, n * batch_size, gen)], batch_size) for t, v in vids.items()}
+    streams = {t: full_batches([(i, (t,)) for i in _stream(v, n * batch_size, gen)], batch_size) for t, v in vids.items()}
     return [b for pair in zip(streams["tad"], streams["mr"]) for b in pair]
 
-PLANNERS.update(sync=plan_sync, alternating=plan_alternating)
+CO_TRAINING_PLANNERS = dict(sync=plan_sync, alternating=plan_alternating)   # joined to `unimd.train.PLANNERS`
 
 # %% ../nbs/50_fusion.ipynb #acba0bb3
 def kept_videos(ds, task: str, ratio: float, seed: int) -> list[int]:
@@ -98,15 +99,3 @@ def regime_stages(name: str, cfg) -> list:
     if name in ("random", "sync", "alternating"):
         return [cfg.copy(name=f"{cfg.name}_{name}", train=dict(tasks=["tad", "mr"], sampling=name))]
     raise ValueError(f"unknown regime {name!r}; choose from {REGIMES}")
-
-def run_regime(name: str, cfg, train_ds, val_ds, out_dir, device: str = "cpu", progress: bool = False) -> dict:
-    "Train every stage of a regime (handing each checkpoint to the next) and return the final stage's metrics."
-    from pathlib import Path
-    from unimd.train import Trainer
-    prev = None
-    for k, stage in enumerate(regime_stages(name, cfg)):
-        if prev: stage = stage.copy(train=dict(pretrain_from=str(prev)))
-        t = Trainer(stage, train_ds, Path(out_dir)/f"stage{k}", val_ds, device=device, progress=progress)
-        metrics = t.fit()
-        prev = Path(out_dir)/f"stage{k}"/"last.pt"
-    return metrics

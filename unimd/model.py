@@ -62,7 +62,7 @@ class UniMD(nn.Module):
         self.reg_head = QueryRegHead(cfg.fpn_dim, cfg.head_dim, levels, cfg.head_num_layers, cfg.head_kernel_size,
                                      cfg.head_with_ln, cfg.text_dim, cfg.reg_head_fc_num, cfg.query_fc_dim,
                                      cfg.query_dropout, cfg.reg_with_query, cfg.kernel_relu)
-        if cfg.cls_prior_prob > 0:  # ActionFormer's prior init, which the official UniMD does not apply (SPEC §11.2)
+        if cfg.cls_prior_prob > 0:  # ActionFormer's prior init, which the official UniMD does not apply (official `libs/modeling/query_cls.py`: `cls_prior_prob` is never applied)
             nn.init.constant_(self.cls_head.cls_fn.bias, -math.log((1 - cfg.cls_prior_prob) / cfg.cls_prior_prob))
 
     @property

@@ -15,7 +15,7 @@ import torch
 
 from .data import DataError
 from .datasets import (ClassEmbeddings, DatasetAdapter, FeatureSource, QueryEmbeddings, VideoFeatures, VideoRecord,
-                            register_adapter)
+                            read_database, register_adapter)
 from .paper_datasets import _evaluators, _load_json
 
 # %% auto #0
@@ -27,12 +27,12 @@ __all__ = ['QVH_FEATURES', 'read_actionformer_json', 'Thumos14', 'read_qvhighlig
 def read_actionformer_json(path, subset: str | None = None) -> tuple:
     "An ActionFormer/ActivityNet-style TAD json: (records of `subset` (case-insensitive; all when None), class names by label_id)."
     names, records = {}, []
-    for vid, v in _load_json(path)["database"].items():
+    for vid, v in read_database(path).items():
         anns = v.get("annotations", [])
         for a in anns: names.setdefault(int(a["label_id"]), a["label"])
         if subset is not None and v["subset"].lower() != subset.lower(): continue
         records.append(VideoRecord(vid, float(v["duration"]), v.get("fps"), tad_segments=[a["segment"] for a in anns],
-                                   tad_labels=[a["label_id"] for a in anns]))
+                                   tad_labels=[a["label_id"] for a in anns], tad_names=[a.get("label") for a in anns]))
     return records, [names.get(i, f"class {i}") for i in range(max(names) + 1)] if names else []
 
 @register_adapter

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from .config import Config, ConfigError, config_from_dict
+from .config import Config, ConfigError, config_from_dict, read_yaml
+from .data import DataError
 
 # %% auto #0
 __all__ = ['OFFICIAL_DEFAULTS', 'DEAD_KEYS', 'translate_official_config', 'OfficialCheckpointError', 'official_key_map',
@@ -44,7 +45,7 @@ OFFICIAL_DEFAULTS = {
 # the architecture this implementation reproduces; anything else in an official YAML is an error
 _REQUIRED = {"backbone_type": "convnext_stage", "fpn_type": "bifpn_convnext", "cls_head_type": "dot",
              "cls_head_fn": "scale", "reg_head_type": "one_head_multi"}
-# keys the official UniMD architecture accepts but never reads (SPEC §11.6)
+# keys the official UniMD architecture accepts but never reads (dead keys of the official `libs/core/config.py`)
 DEAD_KEYS = ("model.n_conv_group", "model.n_head", "model.n_mha_win_size", "model.max_buffer_len_factor",
              "model.use_abs_pe", "model.use_rel_pe", "model.fpn_with_ln", "model.fpn_start_level", "model.task",
              "train_cfg.cls_prior_prob", "train_cfg.dropout", "train_cfg.droppath", "train_cfg.head_empty_cls",
@@ -64,7 +65,7 @@ def translate_official_config(path, name: str | None = None) -> tuple[Config, li
     """An official UniMD YAML → (our `Config`, notes on what was not carried over). The dataset section is the one named
     by the file name's first `_`-separated word, as in the official scripts."""
     path = Path(path)
-    with open(path) as f: raw = yaml.safe_load(f)
+    raw = read_yaml(path)
     o = _merge_defaults(OFFICIAL_DEFAULTS, raw)
     section = path.name.split("_")[0]
     if section not in o: raise ConfigError(f"{path}: no '{section}' section (the official scripts pick it from the file name)")
@@ -109,7 +110,7 @@ def translate_official_config(path, name: str | None = None) -> tuple[Config, li
     return cfg, notes
 
 # %% ../nbs/70_official.ipynb #60d8d2a4
-class OfficialCheckpointError(ValueError):
+class OfficialCheckpointError(DataError):
     "An official checkpoint that does not match the model; the message lists every missing/unexpected key and shape difference."
 
 def official_key_map(model) -> dict:
@@ -118,7 +119,9 @@ def official_key_map(model) -> dict:
 
 def read_official_checkpoint(path_or_dict, use_ema: bool = True) -> dict:
     "The (EMA) state dict of an official `.pth.tar` (or an already loaded dict), on CPU."
-    ck = path_or_dict if isinstance(path_or_dict, dict) else torch.load(path_or_dict, map_location="cpu", weights_only=False)
+    from unimd.runs import load_torch_file   # missing, empty, truncated or corrupt files: one message naming the file
+    ck = path_or_dict if isinstance(path_or_dict, dict) else load_torch_file(path_or_dict, "checkpoint (official .pth.tar)")
+    if not isinstance(ck, dict): raise OfficialCheckpointError(f"{path_or_dict}: holds a {type(ck).__name__}, not an official UniMD .pth.tar")
     key = "state_dict_ema" if use_ema else "state_dict"
     if key not in ck:
         have = sorted(k for k in ck if isinstance(k, str))[:10]

@@ -16,7 +16,7 @@ import numpy as np
 
 from .data import DataError
 from .datasets import (ClassEmbeddings, DatasetAdapter, FeatureSource, QueryEmbeddings, VideoFeatures, VideoRecord,
-                            _count, merge_records, register_adapter)
+                            _count, merge_records, read_database, register_adapter)
 
 # %% auto #0
 __all__ = ['CHARADES_FEATURES', 'read_ego4d_mq', 'read_ego4d_nlq', 'ego4d_query_string', 'Ego4D', 'read_charades_csv',
@@ -39,7 +39,7 @@ def _frame(dets, label="label"):
 # %% ../nbs/41_paper_datasets.ipynb #cdef19bb
 def read_ego4d_mq(path, subset: str | None = None) -> tuple:
     "Ego4D-MQ clip annotations (UniMD json): (records of `subset` (all when None), class names by label_id)."
-    db = _load_json(path)["database"]
+    db = read_database(path)
     names = {}
     records = []
     for clip, v in db.items():
@@ -55,7 +55,7 @@ def read_ego4d_mq(path, subset: str | None = None) -> tuple:
 def read_ego4d_nlq(path, subset: str | None = None) -> list:
     "Ego4D-NLQ clip annotations (UniMD json): one record per clip, queries in file order, with annotation ids."
     records = []
-    for clip, v in _load_json(path)["database"].items():
+    for clip, v in read_database(path).items():
         if subset is not None and v["subset"].lower() != subset: continue
         anns = v.get("annotations", [])
         timed = [i for i, a in enumerate(anns) if "segment" in a]
@@ -210,10 +210,14 @@ class Charades(DatasetAdapter):
     def query_embeddings(self, settings, split, o):
         return QueryEmbeddings(self.path(settings, "mr_text_embeddings", must_exist=False), "{vid}.npz", o["text_dim"])
 
+    def tad_ground_truth(self, ds):
+        "The Charades csv the per-frame mAP is computed against (a subset benchmark cuts it to its videos)."
+        return self._csv(ds.settings, ds.split)
+
     def evaluate(self, ds, predictions):
         res = {}
         if "tad" in predictions and ds.has_ground_truth("tad"):
-            res["tad"] = dict(_evaluators().charades_frame_map(_frame(predictions["tad"]), str(self._csv(ds.settings, ds.split)),
+            res["tad"] = dict(_evaluators().charades_frame_map(_frame(predictions["tad"]), str(self.tad_ground_truth(ds)),
                                                                num_classes=self.num_classes))
             res["tad_detection"] = self.detection_metrics(ds, predictions["tad"], self.tious)
         if "mr" in predictions and ds.has_ground_truth("mr"):
@@ -232,8 +236,8 @@ def remove_duplicate_annotations(anns: list, tol: float = 1e-3) -> list:
     return kept
 
 def read_anet13(path, subset: str | None = None, counts: dict | None = None) -> tuple:
-    "ActionFormer's ActivityNet-1.3 json: (records with `v_` ids, class names by label_id); duplicates removed and counted."
-    db = _load_json(path)["database"]
+    "ActionFormer's ActivityNet-1.3 json (a path, or the loaded dict): (records with `v_` ids, class names by label_id); duplicates removed and counted."
+    db = path["database"] if isinstance(path, dict) else read_database(path)
     names, records = {}, []
     for vid, v in db.items():
         anns = v.get("annotations", [])
@@ -242,7 +246,7 @@ def read_anet13(path, subset: str | None = None, counts: dict | None = None) -> 
         kept = remove_duplicate_annotations(anns)
         if counts is not None: _count(counts, "duplicate TAD annotations removed", len(anns) - len(kept))
         records.append(VideoRecord("v_" + vid, float(v["duration"]), v.get("fps"), tad_segments=[a["segment"] for a in kept],
-                                   tad_labels=[a["label_id"] for a in kept]))
+                                   tad_labels=[a["label_id"] for a in kept], tad_names=[a.get("label") for a in kept]))
     return records, [names.get(i, f"class {i}") for i in range(max(names) + 1)] if names else []
 
 def read_anet_captions(path) -> list:
@@ -310,6 +314,10 @@ class ActivityNet(DatasetAdapter):
 
     def rule(self, split, o): return "features" if split == "training" else "official"
 
+    def captions_ground_truth(self, ds):
+        "The ActivityNet-Captions file (path) the MR evaluation reads (a subset benchmark passes its videos' entries)."
+        return str(self.path(ds.settings, self.captions[ds.split], kind="file"))
+
     def evaluate(self, ds, predictions):
         res = {}
         if "tad" in predictions and ds.has_ground_truth("tad"):
@@ -326,6 +334,5 @@ class ActivityNet(DatasetAdapter):
                     warnings.warn(f"anet: no external classifier scores at {ext} ([anet] external_scores): reporting class-agnostic proposal mAP")
                     res["tad_class_agnostic"] = self.detection_metrics(ds, dets, self.tious, class_agnostic=True)
         if "mr" in predictions and ds.has_ground_truth("mr"):
-            gt = self.path(ds.settings, self.captions[ds.split], kind="file")
-            res["mr"] = dict(_evaluators().anet_captions_eval(ds.mr_frame(predictions["mr"]), str(gt)))
+            res["mr"] = dict(_evaluators().anet_captions_eval(ds.mr_frame(predictions["mr"]), self.captions_ground_truth(ds)))
         return res

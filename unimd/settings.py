@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 # %% auto #0
-__all__ = ['SettingsError', 'env_var_name', 'find_settings_file', 'Settings', 'load_settings']
+__all__ = ['SettingsError', 'env_var_name', 'find_settings_file', 'Settings', 'resolve_device', 'load_settings']
 
 # %% ../nbs/00_settings.ipynb #5c479582
 class SettingsError(ValueError):
@@ -62,7 +62,7 @@ class Settings:
         self.path = Path(path).resolve()
         self._cp = configparser.ConfigParser(interpolation=configparser.ExtendedInterpolation())
         self._cp.optionxform = str.lower
-        with open(self.path, encoding="utf-8") as f: self._cp.read_file(f)
+        _read_ini(self._cp, self.path)
         environ = os.environ if environ is None else environ
         explicit = _parse_overrides(overrides)
         # environment first, explicit overrides last, so that they win; written into the parser so that
@@ -105,13 +105,43 @@ class Settings:
 
     def device(self) -> str:
         "`[general] device` with `auto` resolved to cuda when available."
-        dev = self.get("general", "device") or "auto"
-        if dev == "auto":
-            import torch
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return dev
+        return resolve_device(self.get("general", "device") or "auto", f"{self.path}: [general] device")
 
     def __repr__(self): return f"Settings({self.path})"
+
+# %% ../nbs/00_settings.ipynb #8f171c68
+import ast
+
+def _read_ini(cp: configparser.ConfigParser, path: Path) -> None:
+    "Read `path` into `cp`; a missing file or a malformed or duplicated line is a `SettingsError` naming the file and line."
+    if not path.is_file(): raise SettingsError(f"{path}: settings file not found (--settings or UNIMD_SETTINGS)")
+    try:
+        with open(path, encoding="utf-8") as f: cp.read_file(f)
+    except configparser.DuplicateOptionError as e:
+        raise SettingsError(f"{path}:{e.lineno}: [{e.section}] {e.option} is set twice; keep one line") from None
+    except configparser.DuplicateSectionError as e:
+        raise SettingsError(f"{path}:{e.lineno}: section [{e.section}] appears twice; merge them") from None
+    except configparser.MissingSectionHeaderError as e:
+        raise SettingsError(f"{path}:{e.lineno}: {e.line.strip()!r} comes before any [section] header") from None
+    except configparser.ParsingError as e:
+        line, text = e.errors[0]   # configparser keeps the line as its repr
+        try: text = ast.literal_eval(text)
+        except (ValueError, SyntaxError): pass
+        raise SettingsError(f"{path}:{line}: cannot parse {str(text).strip()!r}; expected 'key = value', a [section] or a # comment") from None
+
+def resolve_device(dev: str, where: str = "device") -> str:
+    "A torch device string with `auto` resolved (cuda when available, else cpu); a `SettingsError` for one this machine lacks."
+    import torch
+    dev = (dev or "auto").strip()
+    if dev == "auto": return "cuda" if torch.cuda.is_available() else "cpu"
+    try: d = torch.device(dev)
+    except (RuntimeError, ValueError):
+        raise SettingsError(f"{where}: {dev!r} is not a torch device; expected auto, cpu, cuda or cuda:N") from None
+    if d.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0: raise SettingsError(f"{where}: {dev!r} but CUDA is not available on this machine; use cpu or auto")
+        if d.index is not None and d.index >= n: raise SettingsError(f"{where}: {dev!r} but this machine has {n} CUDA device(s)")
+    return dev
 
 # %% ../nbs/00_settings.ipynb #8f4c7fc2
 def load_settings(path: str | Path | None = None, overrides=None) -> Settings:

@@ -211,8 +211,20 @@ def make_mdsynth(spec: SynthSpec | str = "small", seed: int = 0, split: str = "t
 
 @register_dataset("mdsynth")
 def _build(data_cfg, split, settings=None):
+    import difflib
+    from unimd.data import DataError
     o = dict(data_cfg.options)
-    spec = SIZES[o.pop("size", "small")]
+    known = ["size", "seed", *SynthSpec.__dataclass_fields__]
+    for k in o:
+        if k not in known:
+            hint = difflib.get_close_matches(k, known, n=1)
+            raise DataError(f"data.options.{k}: unknown MD-Synth option" + (f" (did you mean {hint[0]!r}?)" if hint else "") +
+                            f"; expected one of {', '.join(known)}")
+    size = o.pop("size", "small")
+    if size not in SIZES: raise DataError(f"data.options.size: {size!r} is not an MD-Synth size; expected {' | '.join(SIZES)}")
+    spec = SIZES[size]
     seed = o.pop("seed", 0)
+    if split not in ("train", "training", "val", "validation", "test"):
+        raise DataError(f"MD-Synth has no split {split!r}; expected train or val (test: the val split)")
     spec = replace(spec, **{k: tuple(v) if isinstance(v, list) else v for k, v in o.items()})
     return make_mdsynth(spec, seed, "train" if split in ("train", "training") else "val")

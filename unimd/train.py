@@ -21,15 +21,17 @@ import torch
 from torch import nn
 
 from .config import Config
-from .data import collate, pad_length, random_crop
+from .data import collate, full_batches, pad_length, random_crop
 from .distributed import convert_batchnorm, gather_to_main, is_main, shard, sum_over_processes, world, barrier
 from .decode import predict_batches
+from .fusion import CO_TRAINING_PLANNERS, apply_data_ratios, regime_stages
 from .losses import UniMDLoss
 from .model import UniMD
+from .runs import atomic_save, check_resume, load_weights, read_checkpoint
 
 # %% auto #0
 __all__ = ['PLANNERS', 'AUTO_CHECKPOINT_EVERY', 'param_groups', 'warmup_cosine', 'EMA', 'plan_individual', 'plan_random',
-           'epochs_run', 'progress_bar', 'evaluate', 'checkpoint_due', 'Trainer', 'set_deterministic']
+           'epochs_run', 'progress_bar', 'evaluate', 'checkpoint_due', 'Trainer', 'set_deterministic', 'run_regime']
 
 # %% ../nbs/21_train.ipynb #cfd6f0de
 def param_groups(model: nn.Module, weight_decay: float) -> list:
@@ -62,9 +64,6 @@ class EMA:
             else: e.copy_(m)
 
 # %% ../nbs/21_train.ipynb #126c3f20
-def _batches(items, batch_size):
-    return [items[i:i + batch_size] for i in range(0, len(items) - batch_size + 1, batch_size)]
-
 def _labelled(s, task):
     "A video is in a task's stream when it is annotated for it; it trains the task only with ≥ 1 segment."
     return s.task(task) is not None
@@ -75,15 +74,15 @@ def plan_individual(ds, tcfg, batch_size, gen):
     t = tcfg.tasks[0]
     idx = [i for i, s in enumerate(ds.samples) if _labelled(s, t)]
     items = [(i, tuple(x for x in (t,) if x in ds[i].training_tasks())) for i in idx]
-    return _batches([items[i] for i in torch.randperm(len(items), generator=gen).tolist()], batch_size)
+    return full_batches([items[i] for i in torch.randperm(len(items), generator=gen).tolist()], batch_size)
 
 def plan_random(ds, tcfg, batch_size, gen):
     "The union of the tasks' videos, shuffled; each video trains all its tasks."
     items = [(i, tuple(t for t in tcfg.tasks if t in s.training_tasks())) for i, s in enumerate(ds.samples)
              if any(_labelled(s, t) for t in tcfg.tasks)]
-    return _batches([items[i] for i in torch.randperm(len(items), generator=gen).tolist()], batch_size)
+    return full_batches([items[i] for i in torch.randperm(len(items), generator=gen).tolist()], batch_size)
 
-PLANNERS = {"individual": plan_individual, "random": plan_random}
+PLANNERS = {"individual": plan_individual, "random": plan_random, **CO_TRAINING_PLANNERS}   # co-training: see *Task fusion*
 
 def epochs_run(tc) -> int:
     "How many epochs a training runs: `early_stop_epochs` of the schedule when set, else warm-up + cosine epochs."
@@ -127,9 +126,7 @@ def _seed(*xs) -> int:
     return h
 
 def _atomic_save(obj, path: Path):
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_save(obj, path)   # process-unique temporary file, fsync'ed before the rename (see *Run folders*)
 
 AUTO_CHECKPOINT_EVERY = 5   # the official interval (epochs), used by `checkpoint_every: 0` once saving costs more than an epoch
 
@@ -144,16 +141,15 @@ def checkpoint_due(epoch: int, epochs: int, every: int, epoch_s: float, save_s: 
 class Trainer:
     "Trains a UniMD model on a training `VideoDataset`; checkpoints to `out_dir` (`last.pt`, and the EMA weights in `ema.pt`)."
     def __init__(self, cfg: Config, train_ds, out_dir, val_ds=None, device: str = "cpu", progress: bool = True):
-        import unimd.fusion  # noqa: F401  (registers the co-training planners and data-volume subsets)
-        from unimd.fusion import apply_data_ratios
         self.rank, self.world = world()
         self.cfg, self.val_ds, self.device = cfg, val_ds, device
         self.progress = progress and self.rank == 0
         self.out_dir = Path(out_dir); self.out_dir.mkdir(parents=True, exist_ok=True)
         tc = cfg.train
         torch.manual_seed(_seed(tc.seed, -1))
-        train_ds.check(cfg.model.input_dim, cfg.model.text_dim)
-        if val_ds is not None: val_ds.check(cfg.model.input_dim, cfg.model.text_dim)
+        # every file of both splits is read before the first step: a bad validation file must not wait for the end
+        train_ds.check(cfg.model.input_dim, cfg.model.text_dim, deep=True)
+        if val_ds is not None: val_ds.check(cfg.model.input_dim, cfg.model.text_dim, deep=True)
         self.train_ds = apply_data_ratios(train_ds, {"tad": tc.data_ratio_tad, "mr": tc.data_ratio_mr}, tc.seed)
         self.model = UniMD(cfg.model).to(device)
         if tc.pretrain_from: self._load_pretrained(tc.pretrain_from)
@@ -176,8 +172,8 @@ class Trainer:
         self._save_s, self._saved_epoch = 0.0, 0      # how long the last checkpoint took, and after which epoch
 
     def _load_pretrained(self, path):
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-        self.model.load_state_dict(ck["ema"] if "ema" in ck else ck["model"])
+        ck = read_checkpoint(path, "train.pretrain_from checkpoint")
+        load_weights(self.model, ck["ema"] if "ema" in ck else ck["model"], path)
 
     def plan(self, epoch: int) -> list:
         gen = torch.Generator().manual_seed(_seed(self.cfg.train.seed, epoch, 1))
@@ -212,9 +208,11 @@ class Trainer:
         barrier()
         return p
 
-    def load(self, path):
-        ck = torch.load(path, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(ck["model"]); self.ema.module.load_state_dict(ck["ema"])
+    def load(self, path, allow_safe_changes: bool = False):
+        "Resume from a checkpoint of this run; a config that differs from the checkpoint's is refused (see `check_resume`)."
+        ck = read_checkpoint(path)
+        check_resume(ck["config"], self.cfg.to_dict(), path, allow_safe_changes)
+        load_weights(self.model, ck["model"], path); self.ema.module.load_state_dict(ck["ema"])
         self.opt.load_state_dict(ck["optimizer"]); self.sched.load_state_dict(ck["scheduler"])
         self.loss.load_state_dict(ck["loss"]); self.epoch, self.history = ck["epoch"], ck["history"]
         torch.set_rng_state(ck["rng"]["torch"]); np.random.set_state(ck["rng"]["numpy"]); random.setstate(ck["rng"]["python"])
@@ -296,3 +294,14 @@ def set_deterministic(threads: int | None = None):
     "Deterministic CPU kernels (and a fixed thread count, if given): same seed → same numbers."
     torch.use_deterministic_algorithms(True, warn_only=True)
     if threads: torch.set_num_threads(threads)
+
+# %% ../nbs/21_train.ipynb #a2650d85
+def run_regime(name: str, cfg, train_ds, val_ds, out_dir, device: str = "cpu", progress: bool = False) -> dict:
+    "Train every stage of a regime (handing each checkpoint to the next) and return the final stage's metrics."
+    prev = None
+    for k, stage in enumerate(regime_stages(name, cfg)):
+        if prev: stage = stage.copy(train=dict(pretrain_from=str(prev)))
+        t = Trainer(stage, train_ds, Path(out_dir)/f"stage{k}", val_ds, device=device, progress=progress)
+        metrics = t.fit()
+        prev = Path(out_dir)/f"stage{k}"/"last.pt"
+    return metrics
