@@ -97,6 +97,8 @@ class TrainConfig:
     sampling: str = "individual"       # individual | random | sync | alternating
     pretrain_from: str = ""            # checkpoint to start from (pre-training → fine-tuning)
     eval_every: int = 0                # evaluate every N epochs (0: only at the end)
+    checkpoint_every: int = 0          # write last.pt + ema.pt every N epochs (0: auto, see Trainer.fit)
+    precision: str = "fp32"            # fp32 | bf16 (autocast on CPU and CUDA; fp32 is the faithful default)
     data_ratio_tad: float = 1.0        # share of TAD training videos used
     data_ratio_mr: float = 1.0
     sync_keep_surplus: bool = False    # synchronized sampling: do not drop the larger exclusive set's surplus
@@ -246,6 +248,7 @@ def load_config(path, overrides: dict | None = None) -> Config:
 # %% ../nbs/10_config.ipynb #daa147af
 CHOICES = {   # section.key → the allowed values (for tasks: each element)
     "train.sampling": ("individual", "random", "sync", "alternating"),
+    "train.precision": ("fp32", "bf16"),
     "train.tasks": ("tad", "mr"),
     "train.center_sample": ("radius", "none"),
     "test.nms_method": ("soft", "hard", "none"),
@@ -265,7 +268,7 @@ RANGES = {   # section.key → (test, what is expected)
     "train.learning_rate": _gt(0), "train.weight_decay": _ge(0), "train.epochs": _ge(0), "train.warmup_epochs": _ge(0),
     "train.eta_min": _ge(0), "train.ema_decay": _unit, "train.init_loss_norm": _gt(0), "train.loss_norm_momentum": _unit,
     "train.label_smoothing": _below1, "train.center_sample_radius": _gt(0), "train.tad_loss_weight": _ge(0),
-    "train.mr_loss_weight": _ge(0), "train.eval_every": _ge(0), "train.saliency_loss_weight": _ge(0),
+    "train.mr_loss_weight": _ge(0), "train.eval_every": _ge(0), "train.checkpoint_every": _ge(0), "train.saliency_loss_weight": _ge(0),
     "train.saliency_margin": _ge(0),
     "train.data_ratio_tad": (lambda x: 0 < x <= 1, "in (0, 1]"), "train.data_ratio_mr": (lambda x: 0 < x <= 1, "in (0, 1]"),
     "train.early_stop_epochs": (lambda x: x == -1 or x >= 1, "-1 (off) or ≥ 1"),
