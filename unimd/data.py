@@ -291,7 +291,7 @@ class VideoDataset:
 
 DATASETS: dict = {}
 # modules whose import registers datasets (imported on first use, so `import unimd.data` stays light)
-DATASET_MODULES = ["unimd.synth", "unimd.paper_datasets", "unimd.more_datasets", "unimd.workout"]
+DATASET_MODULES = ["unimd.synth", "unimd.paper_datasets", "unimd.more_datasets", "unimd.workout", "unimd.surrogate"]
 
 def register_dataset(name: str):
     "Decorator: register a builder `fn(data_config, split, settings) -> VideoDataset` under `name`."

@@ -77,6 +77,7 @@ class QueryRegHead(ConvTrunk):
         super().__init__(input_dim, feat_dim, num_layers, kernel_size, with_ln, norm_last=True)
         self.scale = nn.ModuleList([Scale() for _ in range(fpn_levels)])
         self.with_query, self.k, self.feat_dim, self.kernel_relu = with_query, kernel_size, feat_dim, kernel_relu
+        self.causal = False  # True: the generated kernels see only past steps (`unimd.model.make_causal`)
         if with_query:
             self.query_fcs, self.query_norm = nn.ModuleList(), nn.ModuleList()
             d_in = query_dim
@@ -109,15 +110,16 @@ class QueryRegHead(ConvTrunk):
         for l, (h, m) in enumerate(zip(hidden, masks)):
             if rows is not None: h, m = h[rows], m[rows]
             b, D, T = h.shape
+            hp, pad = (F.pad(h, (self.k - 1, 0)), 0) if self.causal else (h, self.k // 2)
             if not self.with_query:
                 o, _ = self.offset_head(h, m)                                      # (b, 2, T), shared by all queries
                 o = o.transpose(1, 2)[:, :, None, :].expand(b, T, queries.shape[-2], 2)
             elif queries.dim() == 2:
-                o = F.conv1d(h, w.reshape(Q * 2, D, self.k), c.reshape(Q * 2), padding=self.k // 2)
+                o = F.conv1d(hp, w.reshape(Q * 2, D, self.k), c.reshape(Q * 2), padding=pad)
                 o = o.view(b, Q, 2, T).permute(0, 3, 1, 2)
             else:
-                o = F.conv1d(h.reshape(1, b * D, T), w.reshape(b * Q * 2, D, self.k), c.reshape(b * Q * 2),
-                             padding=self.k // 2, groups=b)
+                o = F.conv1d(hp.reshape(1, b * D, -1), w.reshape(b * Q * 2, D, self.k), c.reshape(b * Q * 2),
+                             padding=pad, groups=b)
                 o = o.view(b, Q, 2, T).permute(0, 3, 1, 2)
             out.append(F.relu(self.scale[l](o * m[:, :, None, None].to(o.dtype))))
         return out

@@ -210,10 +210,14 @@ class Charades(DatasetAdapter):
     def query_embeddings(self, settings, split, o):
         return QueryEmbeddings(self.path(settings, "mr_text_embeddings", must_exist=False), "{vid}.npz", o["text_dim"])
 
+    def tad_ground_truth(self, ds):
+        "The Charades csv the per-frame mAP is computed against (a subset benchmark cuts it to its videos)."
+        return self._csv(ds.settings, ds.split)
+
     def evaluate(self, ds, predictions):
         res = {}
         if "tad" in predictions and ds.has_ground_truth("tad"):
-            res["tad"] = dict(_evaluators().charades_frame_map(_frame(predictions["tad"]), str(self._csv(ds.settings, ds.split)),
+            res["tad"] = dict(_evaluators().charades_frame_map(_frame(predictions["tad"]), str(self.tad_ground_truth(ds)),
                                                                num_classes=self.num_classes))
             res["tad_detection"] = self.detection_metrics(ds, predictions["tad"], self.tious)
         if "mr" in predictions and ds.has_ground_truth("mr"):
@@ -232,8 +236,8 @@ def remove_duplicate_annotations(anns: list, tol: float = 1e-3) -> list:
     return kept
 
 def read_anet13(path, subset: str | None = None, counts: dict | None = None) -> tuple:
-    "ActionFormer's ActivityNet-1.3 json: (records with `v_` ids, class names by label_id); duplicates removed and counted."
-    db = read_database(path)
+    "ActionFormer's ActivityNet-1.3 json (a path, or the loaded dict): (records with `v_` ids, class names by label_id); duplicates removed and counted."
+    db = path["database"] if isinstance(path, dict) else read_database(path)
     names, records = {}, []
     for vid, v in db.items():
         anns = v.get("annotations", [])
@@ -310,6 +314,10 @@ class ActivityNet(DatasetAdapter):
 
     def rule(self, split, o): return "features" if split == "training" else "official"
 
+    def captions_ground_truth(self, ds):
+        "The ActivityNet-Captions file (path) the MR evaluation reads (a subset benchmark passes its videos' entries)."
+        return str(self.path(ds.settings, self.captions[ds.split], kind="file"))
+
     def evaluate(self, ds, predictions):
         res = {}
         if "tad" in predictions and ds.has_ground_truth("tad"):
@@ -326,6 +334,5 @@ class ActivityNet(DatasetAdapter):
                     warnings.warn(f"anet: no external classifier scores at {ext} ([anet] external_scores): reporting class-agnostic proposal mAP")
                     res["tad_class_agnostic"] = self.detection_metrics(ds, dets, self.tious, class_agnostic=True)
         if "mr" in predictions and ds.has_ground_truth("mr"):
-            gt = self.path(ds.settings, self.captions[ds.split], kind="file")
-            res["mr"] = dict(_evaluators().anet_captions_eval(ds.mr_frame(predictions["mr"]), str(gt)))
+            res["mr"] = dict(_evaluators().anet_captions_eval(ds.mr_frame(predictions["mr"]), self.captions_ground_truth(ds)))
         return res

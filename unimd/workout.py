@@ -19,7 +19,7 @@ import torch
 from .data import DataError, TaskAnnotation, VideoSample, l2_normalize_steps, register_dataset, sec_to_grid
 from .datasets import FeatureSource, read_features
 from .synth import SynthDataset
-from .text import TextEncoder, TextEncoderError
+from .text import TextEncoder, TextEncoderError, register_text_encoder
 
 # %% auto #0
 __all__ = ['WORKOUT_ANNOTATIONS', 'StitchSpec', 'WorkoutClip', 'load_workout_clips', 'split_clips', 'WorkoutTextEncoder',
@@ -123,6 +123,10 @@ class WorkoutTextEncoder(TextEncoder):
             v = sum(R @ self.vectors[p] for R, p in zip(self.rotations, parts)) + (0.8 * self.then if len(parts) > 1 else 0)
             rows.append(self._unit(v))
         return torch.tensor(np.stack(rows), dtype=torch.float32) if rows else torch.zeros(0, self.dim)
+
+# checkpoints trained on Workout-Stitch name this encoder in their text_spec
+register_text_encoder("workout_stitch", lambda spec: WorkoutTextEncoder(spec["names"], spec["dim"], spec["seed"]))
+
 
 # %% ../nbs/44_workout.ipynb #77e9dd72
 def _background(clips, n, rng) -> list:
