@@ -274,7 +274,7 @@ def plateaued(losses, tol: float = 0.01) -> bool | None:
     before, last = min(losses[:-w]), min(losses[-w:])
     return bool((before - last) / max(abs(before), 1e-12) < tol)
 
-# %% ../nbs/80_tables.ipynb #0d5c380e
+# %% ../nbs/80_tables.ipynb #0d82fe14
 def run(ctx: TableContext, cfg: Config, regime: str, seed: int) -> dict:
     """Metrics of one training run (`regime` as in `unimd.fusion.REGIMES`) — from the cache when it has been run before.
     A pre-training regime `a->b` fine-tunes the cached individual run `a` (whose checkpoint is kept for that). A dry
@@ -299,7 +299,7 @@ def run(ctx: TableContext, cfg: Config, regime: str, seed: int) -> dict:
             if pretrained: stage = stage.copy(train=dict(pretrain_from=str(pretrained)))
             tr, va = _dataset(cfg, cfg.data.train_split, ctx.settings), _dataset(cfg, cfg.data.val_split, ctx.settings)
             if ctx.dry_run:   # enough videos that the smallest data share still fills one batch
-                stage = stage.copy(train=dict(epochs=1, warmup_epochs=0, early_stop_epochs=0))
+                stage = stage.copy(train=dict(epochs=1, warmup_epochs=0, early_stop_epochs=-1))
                 share = min(stage.train.data_ratio_tad, stage.train.data_ratio_mr)
                 tr, va = few_videos(tr, int(np.ceil(stage.data.batch_size / share))), few_videos(va, 2)
             trainer = Trainer(stage, tr, d, va, device=ctx.device, progress=False)
