@@ -65,8 +65,8 @@ def train_seed(name: str, seed: int, regimes, out_dir: Path):
     _one_thread()
     from unimd.config import load_config
     from unimd.data import build_dataset
-    from unimd.fusion import run_regime
-    from unimd.train import set_deterministic
+    from unimd.fusion import regime_stages
+    from unimd.train import Trainer, set_deterministic
     cfg = load_config(ROOT/"configs"/f"{name}.yaml").copy(train=dict(seed=seed))
     c0 = time.process_time()
     tr, va = build_dataset(cfg.data, cfg.data.train_split), build_dataset(cfg.data, cfg.data.val_split)
@@ -74,7 +74,8 @@ def train_seed(name: str, seed: int, regimes, out_dir: Path):
     for regime in regimes:
         set_deterministic()
         t0, c0 = time.time(), time.process_time()
-        m = run_regime(regime, cfg, tr, va, out_dir/"ckpt"/f"{name}-{regime}-s{seed}")
+        (stage,) = regime_stages(regime, cfg)     # tad, mr and sync train in one stage
+        m = Trainer(stage, tr, out_dir/"ckpt"/f"{name}-{regime}-s{seed}", va, progress=False).fit()
         flat = {f"{t}/{k}": float(v) for t, d in m.items() if isinstance(d, dict) for k, v in d.items() if not isinstance(v, (list, dict))}
         print(json.dumps(dict(benchmark=name, regime=regime, seed=seed, metrics=flat, wall_s=time.time() - t0,
                               cpu_s=time.process_time() - c0, build_cpu_s=build_cpu)), flush=True)
@@ -135,7 +136,7 @@ def report(out: Path):
         if not rs: continue
         print(f"\n### {b}\n")
         cols = COLUMNS[b]
-        print("| row | seeds | " + " | ".join(cols) + " | CPU min per training |")
+        print("| row | seeds | " + " | ".join(cols) + " | CPU min per training (each run) |")
         print("|---" * (len(cols) + 3) + "|")
         rows = {"UniMD individual (TAD model, MR model)": ["tad", "mr"], "UniMD + Sync (one co-trained model)": ["sync"]}
         for label, regimes in rows.items():
@@ -146,10 +147,10 @@ def report(out: Path):
             cells = []
             for col in cols.values():
                 v = np.array([100 * d[col] for d in per_seed.values() if col in d])
-                cells.append("–" if not len(v) else f"{v.mean():.2f} ± {v.std(ddof=1) if len(v) > 1 else 0:.2f}")
+                cells.append("–" if not len(v) else f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():.2f}")
             cpu = [r["cpu_s"] / 60 for r in rs if r["regime"] in regimes]
             if not cpu: continue
-            print(f"| {label} | {len(per_seed)} | " + " | ".join(cells) + f" | {np.mean(cpu):.1f} ± {np.std(cpu, ddof=1) if len(cpu) > 1 else 0:.1f} |")
+            print(f"| {label} | {len(per_seed)} | " + " | ".join(cells) + " | " + " / ".join(f"{c:.1f}" for c in cpu) + " |")
     for r in _done(out/"build.jsonl"):
         print(f"\nbuild {r['benchmark']} ({r.get('size', 'config')} sizes, text cache {r.get('cache', 'settings')}): {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, peak RSS {r['max_rss_mb']:.0f} MB; "
               + "; ".join(f"{k}: {json.dumps({kk: round(vv, 1) if isinstance(vv, float) else vv for kk, vv in v.items()})}"

@@ -31,7 +31,7 @@ def ids(recs): return {r.video_id for r in recs}
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# counts of the real annotation files (MANIFEST.txt, SPEC §10), computed once and asserted exactly
+# counts of the real annotation files (MANIFEST.txt, the annotation files under the official repository's `data/`), computed once and asserted exactly
 
 def test_ego4d_counts():
     mq, nlq = data("ego4d", "mq_clip_annotations_not_filter.json"), data("ego4d", "nlq_clip_annotations_not_filter.json")
@@ -47,7 +47,7 @@ def test_ego4d_counts():
     assert sum(len(r.mr_segments) for r in ntr + nva) == 15165
     nte = read_ego4d_nlq(data("ego4d", "nlq_clip_annotations_test_no_gt.json"), "test")
     assert (len(nte), n_mr(nte), sum(len(r.mr_segments) for r in nte)) == (333, 4004, 0)
-    # MQ and NLQ share 17 training and 7 validation clips (SPEC §6, §10)
+    # MQ and NLQ share 17 training and 7 validation clips (official `train_random.py`, `train_sync.py`; the annotation files under the official repository's `data/`)
     assert (len(ids(tr) & ids(ntr)), len(ids(va) & ids(nva))) == (17, 7)
     val = json.loads(data("ego4d", "nlq_nlq_val.json").read_text())
     clips = [c for v in val["videos"] for c in v["clips"]]

@@ -98,3 +98,26 @@ def test_bad_segments_are_dropped_and_counted():
     g, l, n = segments_to_grid([[1, 2], [3, 3], [4, 2], [50, 60], [-5, -1], [9, 12]], range(6), 30, 10, 16, 16)
     assert n == 4 and l.tolist() == [0, 5]
     assert torch.allclose(g[1], torch.tensor([9 * 30 / 16 - 0.5, 10 * 30 / 16 - 0.5]))   # clipped to the duration
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 512])
+@pytest.mark.parametrize("cfg", [DecodeConfig(max_seg_num=7), DecodeConfig(nms_method="hard", max_seg_num=7),
+                                 DecodeConfig(multiclass_nms=False, max_seg_num=7)])
+def test_decoding_many_batches_together_equals_decoding_each(chunk, cfg):
+    # evaluation decodes the candidates of many videos in one NMS call: the same detections, in the same order
+    from unimd.decode import predict_batches
+    torch.manual_seed(0)
+    m = UniMD(SMALL).eval()
+    batches = [collate([video(40 + 9 * i, f"v{i}", nq=1 + i % 3, seed=i) for i in range(j, j + 2)], 64, training=False)
+               for j in (0, 2, 4)]
+    each = {t: [d for b in batches for d in predict(m, b, cfg)[t]] for t in ("tad", "mr")}
+    together = predict_batches(m, iter(batches), cfg, chunk=chunk)
+    assert set(together) == {"tad", "mr"}
+    for t in ("tad", "mr"):
+        assert [d["video_id"] for d in together[t]] == [f"v{i}" for i in range(6)]
+        for a, b in zip(each[t], together[t]):
+            assert len(a["scores"]) > 0
+            assert torch.equal(a["segments"], b["segments"]) and torch.equal(a["scores"], b["scores"])
+            assert torch.equal(a["labels"], b["labels"])
+            assert ("saliency" in a) == ("saliency" in b) == (t == "mr")
+            if t == "mr": assert torch.equal(a["saliency"], b["saliency"])

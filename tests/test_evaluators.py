@@ -1,4 +1,4 @@
-"""The evaluators against the official evaluators' outputs (../shared/fixtures/metrics, FIXTURES.md §2; a copy of the
+"""The evaluators against the official evaluators' outputs (../shared/fixtures/metrics, the official evaluator's recorded outputs (see the Fidelity page); a copy of the
 non-Ego4D part lives in tests/fixtures/metrics for a fresh clone) and on hand-made cases."""
 import gzip
 import json

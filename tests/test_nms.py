@@ -19,7 +19,7 @@ from unimd.nms import BACKENDS, batched_nms, nms_groups
 
 LOCAL = ROOT / "tests" / "fixtures" / "softnms"
 HAS_TRITON = "triton" in BACKENDS and (N._interpreted() or torch.cuda.is_available())
-ALL = ["reference", "cpu"] + (["triton"] if HAS_TRITON else [])
+ALL = ["reference", "cpu"] + (["compiled"] if "compiled" in BACKENDS else []) + (["triton"] if HAS_TRITON else [])
 # under the interpreter the kernel is slow: fixture cases above these sizes are left to the GPU machines
 INTERPRETED = HAS_TRITON and N._interpreted()
 TRITON_MAX_N = dict(local=300 if INTERPRETED else 10**9, shared=100 if INTERPRETED else 10**9)
@@ -195,6 +195,34 @@ def test_auto_picks_cpu_for_cpu_tensors():
     assert not N._usable("triton", torch.zeros(1, 2))
     x = (torch.tensor([[0.0, 1.0], [0.0, 1.0]]), torch.tensor([0.9, 0.8]), torch.tensor([0, 0]))
     assert_same(nms_groups(*x, backend="auto"), nms_groups(*x, backend="cpu"))
+
+
+def test_numba_is_installed_so_auto_takes_the_compiled_backend_on_cpu():
+    # numba is a dependency: CI must exercise the backend that evaluation uses
+    assert "compiled" in BACKENDS
+    r = _python("import sys; sys.modules['numba'] = None\n"
+                "import torch; from unimd.nms import BACKENDS, nms_groups\n"
+                "assert 'compiled' not in BACKENDS\n"
+                "print(nms_groups(torch.tensor([[0., 1.], [0., 1.]]), torch.tensor([1., .5]), torch.tensor([0, 0]))[0].tolist())")
+    assert r.returncode == 0 and r.stdout.strip() == "[0, 1]", r.stderr
+
+
+def test_compiled_one_pass_keeps_the_first_maximum_after_removals():
+    # ties whose order the removal (last slot moved into the removed one) decides: the fused argmax must see the
+    # final order. Many identical candidates, some dropping below min_score at each step.
+    if "compiled" not in BACKENDS: pytest.skip("numba not installed")
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        n = int(rng.integers(2, 300))
+        st = rng.integers(0, 20, n).astype(np.float32)
+        segs = torch.from_numpy(np.stack([st, st + rng.integers(0, 6, n).astype(np.float32)], 1))
+        scores = torch.from_numpy((rng.integers(1, 6, n) / 5).astype(np.float32))
+        group = torch.from_numpy(rng.integers(0, 3, n))
+        for method, thr in (("gaussian", 0.1), ("linear", 0.2), ("hard", 0.4), ("hard", 0.0)):
+            p = dict(method=method, iou_threshold=thr, sigma=0.3, min_score=0.35, max_per_group=int(rng.integers(-1, 40)))
+            a = nms_groups(segs, scores, group, backend="reference", **p)
+            b = nms_groups(segs, scores, group, backend="compiled", **p)
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), (trial, method)   # bit for bit
 
 
 @pytest.mark.parametrize("bad,match", [

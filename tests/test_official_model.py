@@ -1,4 +1,4 @@
-"""The official UniMD model's golden fixture (../shared/fixtures/official_model, FIXTURES.md §3) through our code.
+"""The official UniMD model's golden fixture (../shared/fixtures/official_model, the official evaluator's recorded outputs (see the Fidelity page)) through our code.
 
 The fixture (several MB) is read from ../shared and not committed; every test here skips when it is absent.
 Loaded through the official checkpoint path (a .pth.tar-like dict with `module.`-prefixed `state_dict_ema`), our model

@@ -25,7 +25,7 @@ class MaskedConv1d(nn.Module):
     def __init__(self, in_ch, out_ch, kernel_size, stride=1, padding=None, groups=1, bias=True):
         super().__init__()
         padding = kernel_size // 2 if padding is None else padding
-        self.stride = stride
+        self.stride, self.left_pad = stride, 0  # left_pad = k - 1 in the causal variant (`unimd.model.make_causal`)
         self.conv = nn.Conv1d(in_ch, out_ch, kernel_size, stride, padding, groups=groups, bias=bias)
         if bias: nn.init.zeros_(self.conv.bias)
 
@@ -34,6 +34,7 @@ class MaskedConv1d(nn.Module):
         if x.shape[-1] % self.stride:
             raise ValueError(f"sequence length {x.shape[-1]} is not divisible by the stride {self.stride}")
         out_mask = downsample_mask(mask, self.stride)
+        if self.left_pad: x = F.pad(x, (self.left_pad, 0))
         return self.conv(x) * out_mask[:, None, :].to(x.dtype), out_mask
 
 # %% ../nbs/12_backbone.ipynb #6e37e8e1
@@ -89,11 +90,14 @@ class ConvNeXtBlock(nn.Module):
         self.gamma = nn.Parameter(layer_scale_init * torch.ones(dim))
         self.drop_path = DropPath(drop_path)
 
+    def pointwise(self, out):
+        "The per-step part after the depthwise conv: LN → Linear → GELU → Linear → layer scale, (B, C, T) → (B, C, T)."
+        out = self.pwconv2(self.act(self.pwconv1(self.norm(out.transpose(1, 2)))))
+        return (self.gamma * out).transpose(1, 2)
+
     def forward(self, x, mask):
         out, out_mask = self.dwconv(x, mask)
-        out = self.pwconv2(self.act(self.pwconv1(self.norm(out.transpose(1, 2)))))
-        out = (self.gamma * out).transpose(1, 2)
-        return (x + self.drop_path(out)) * out_mask[:, None, :].to(x.dtype), out_mask
+        return (x + self.drop_path(self.pointwise(out))) * out_mask[:, None, :].to(x.dtype), out_mask
 
 # %% ../nbs/12_backbone.ipynb #1c764d29
 class ConvNeXtBackbone(nn.Module):

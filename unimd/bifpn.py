@@ -24,6 +24,7 @@ class BiFPNLayer(nn.Module):
     def __init__(self, channels: int, kernel_size: int = 7, first: bool = False, levels: int = 6, eps: float = 1e-4):
         super().__init__()
         self.levels, self.first, self.eps, self.k = levels, first, eps, kernel_size
+        self.causal = False  # True: the pooling sees only finer steps up to its own (`unimd.model.make_causal`)
         n = lambda l: l + 3  # level index → official name number (p3 is level 0)
         for l in range(levels - 2, -1, -1):
             setattr(self, f"conv{n(l)}_up", ConvNeXtBlock(channels, kernel_size))
@@ -51,7 +52,8 @@ class BiFPNLayer(nn.Module):
 
     def _pool(self, x, mask):
         "Masked max-pool (kernel k, stride 2) of the finer output for the next level."
-        y = F.max_pool1d(x, self.k, stride=2, padding=self.k // 2)
+        if self.causal: y = F.max_pool1d(F.pad(x, (self.k - 1, 0), value=-float("inf")), self.k, stride=2)
+        else: y = F.max_pool1d(x, self.k, stride=2, padding=self.k // 2)
         return y * downsample_mask(mask, 2)[:, None, :].to(x.dtype)
 
     def forward(self, feats, masks):

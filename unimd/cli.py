@@ -91,6 +91,7 @@ def cmd_train(args) -> int:
     from unimd.config import load_config
     from unimd.data import DataError, build_dataset
     from unimd.distributed import init_from_env, launch
+    from unimd.open_vocab import class_subset
     from unimd.runs import check_resume, prepare_run_folder, read_checkpoint
     from unimd.train import Trainer, set_deterministic
     s = _settings(args)
@@ -110,6 +111,8 @@ def cmd_train(args) -> int:
     set_deterministic()
     rank, world, device = init_from_env(device)
     tr, va = build_dataset(cfg.data, cfg.data.train_split, s), build_dataset(cfg.data, cfg.data.val_split, s)
+    if cfg.data.seen_classes:  # open-vocabulary protocol: train (and validate) on the seen classes only
+        tr, va = class_subset(tr, cfg.data.seen_classes, "seen"), class_subset(va, cfg.data.seen_classes, "seen", False)
     if not args.no_eval and not any(va.videos_with(t) for t in cfg.train.tasks):
         raise DataError(f"data.val_split={cfg.data.val_split!r}: {va.name}/{va.split} has {len(va)} videos and no ground truth for "
                         f"{', '.join(cfg.train.tasks)}: nothing to evaluate. Choose a split with annotations or pass --no-eval")
@@ -134,6 +137,7 @@ def cmd_eval(args) -> int:
     from unimd.config import ConfigError, config_from_dict, load_config
     from unimd.data import build_dataset
     from unimd.model import UniMD
+    from unimd.open_vocab import class_subset
     from unimd.runs import load_weights, read_checkpoint
     from unimd.train import evaluate
     if args.data_root: args.overrides = list(args.overrides) + [f"general.data_root={args.data_root}"]
@@ -161,6 +165,9 @@ def cmd_eval(args) -> int:
     # evaluating one task should not need the other task's annotations or embeddings
     if args.tasks and args.tasks != "all": cfg = cfg.copy(data=dict(options=dict(tasks=list(tasks))))
     ds = build_dataset(cfg.data, args.split or cfg.data.val_split, s)
+    if args.classes != "all":
+        if not cfg.data.seen_classes: raise ConfigError(f"--{args.classes} needs data.seen_classes (the checkpoint's or -o data.seen_classes=FILE)")
+        ds = class_subset(ds, cfg.data.seen_classes, args.classes, drop_sentences=False)
     metrics, _ = evaluate(model, ds, cfg, device=device, progress=True, tasks=tasks)
     metrics = _json_metrics(metrics)
     out = Path(args.out) if args.out else ckpt_path.with_name(f"eval_{ds.split}.json")
@@ -307,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--split", help="split to evaluate (default: the config's val split)")
     d.add_argument("--tasks", choices=["tad", "mr", "all"], help="tasks to evaluate (default: the config's)")
     d.add_argument("--data-root", help="shorthand for --set general.data_root=PATH")
+    ov = d.add_mutually_exclusive_group()
+    ov.add_argument("--unseen", dest="classes", action="store_const", const="unseen", default="all",
+                    help="open vocabulary: evaluate only the classes not in data.seen_classes")
+    ov.add_argument("--seen", dest="classes", action="store_const", const="seen", help="evaluate only the seen classes")
     d = sub.add_parser("docs", help="build the offline HTML docs into _offline_docs/")
     d.add_argument("--out", default="_offline_docs", help="folder of the site, relative to the project root")
     d.add_argument("--execute", nargs="*", metavar="NOTEBOOK",

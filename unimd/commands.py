@@ -51,7 +51,11 @@ def add_predict(sub, add_common, add_run):
     p.add_argument("--saliency-csv", help="also write every sentence's per-clip saliency (query, clip, start, end, saliency) to this CSV file")
     p.add_argument("--device", help="torch device (default: settings [general] device)")
     p.add_argument("-o", "--override", action="append", default=[], metavar="test.KEY=VALUE", help="override a test-config value")
-    p.set_defaults(func=lazy("unimd.detect:cmd_predict"))
+    p.add_argument("--online", action="store_true", help="stream the features through a causal checkpoint (model.causal: true)")
+    p.add_argument("--chunk", type=int, default=1, help="--online: feature steps per push (default 1)")
+    p.add_argument("--threshold", type=float, default=0.5, help="--online: an instance runs while its score is ≥ this")
+    p.add_argument("--horizon", type=int, default=64, help="--online: steps back a past step may still cover")
+    p.set_defaults(func=lazy("unimd.online:cmd_predict_any"))
 
 def add_features(sub, add_common, add_run):
     "`unimd features`: CLIP frame features of a folder of videos, in the official per-video layout."

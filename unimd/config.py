@@ -40,6 +40,7 @@ class DataConfig:
     crop_ratio: tuple = (0.9, 1.0)     # short videos are cropped to U[ratio]·T steps
     batch_size: int = 2
     num_workers: int = 0
+    seen_classes: str = ""             # open vocabulary: a file of the class names to train on (one per line)
 
 @dataclass
 class ModelConfig:
@@ -64,10 +65,11 @@ class ModelConfig:
     reg_head_fc_num: int = 3           # fc layers of the kernel-generator MLP (1-3)
     query_fc_dim: int = 512
     query_dropout: float = 0.1
-    kernel_relu: bool = True           # official: the kernel generator ends in ReLU, so generated kernels are ≥ 0 (SPEC §11.3)
+    kernel_relu: bool = True           # official: the kernel generator ends in ReLU, so generated kernels are ≥ 0 (official `libs/modeling/query_reg_tad_mr.py`: the kernel MLP ends in a ReLU)
     cls_prior_prob: float = 0.0        # official: no prior-probability bias init (0); π > 0 sets b = -log((1-π)/π)
     regression_range: tuple = OFFICIAL_REGRESSION_RANGE
     max_seq_len: int = 288             # copied from data.max_seq_len by `Config.finalize`
+    causal: bool = False               # True: left-padded convs/pools, no step sees a later one (online detection)
 
 @dataclass
 class TrainConfig:
@@ -95,6 +97,8 @@ class TrainConfig:
     sampling: str = "individual"       # individual | random | sync | alternating
     pretrain_from: str = ""            # checkpoint to start from (pre-training → fine-tuning)
     eval_every: int = 0                # evaluate every N epochs (0: only at the end)
+    checkpoint_every: int = 0          # write last.pt + ema.pt every N epochs (0: auto, see Trainer.fit)
+    precision: str = "fp32"            # fp32 | bf16 (autocast on CPU and CUDA; fp32 is the faithful default)
     data_ratio_tad: float = 1.0        # share of TAD training videos used
     data_ratio_mr: float = 1.0
     sync_keep_surplus: bool = False    # synchronized sampling: do not drop the larger exclusive set's surplus
@@ -244,6 +248,7 @@ def load_config(path, overrides: dict | None = None) -> Config:
 # %% ../nbs/10_config.ipynb #daa147af
 CHOICES = {   # section.key → the allowed values (for tasks: each element)
     "train.sampling": ("individual", "random", "sync", "alternating"),
+    "train.precision": ("fp32", "bf16"),
     "train.tasks": ("tad", "mr"),
     "train.center_sample": ("radius", "none"),
     "test.nms_method": ("soft", "hard", "none"),
@@ -263,7 +268,7 @@ RANGES = {   # section.key → (test, what is expected)
     "train.learning_rate": _gt(0), "train.weight_decay": _ge(0), "train.epochs": _ge(0), "train.warmup_epochs": _ge(0),
     "train.eta_min": _ge(0), "train.ema_decay": _unit, "train.init_loss_norm": _gt(0), "train.loss_norm_momentum": _unit,
     "train.label_smoothing": _below1, "train.center_sample_radius": _gt(0), "train.tad_loss_weight": _ge(0),
-    "train.mr_loss_weight": _ge(0), "train.eval_every": _ge(0), "train.saliency_loss_weight": _ge(0),
+    "train.mr_loss_weight": _ge(0), "train.eval_every": _ge(0), "train.checkpoint_every": _ge(0), "train.saliency_loss_weight": _ge(0),
     "train.saliency_margin": _ge(0),
     "train.data_ratio_tad": (lambda x: 0 < x <= 1, "in (0, 1]"), "train.data_ratio_mr": (lambda x: 0 < x <= 1, "in (0, 1]"),
     "train.early_stop_epochs": (lambda x: x == -1 or x >= 1, "-1 (off) or ≥ 1"),

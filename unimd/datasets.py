@@ -618,7 +618,7 @@ class DatasetAdapter:
         return d
 
     def feature_for(self, rec: VideoRecord, features: dict, o: dict) -> VideoFeatures:
-        "The features a video is read from: the TAD features when it is loaded for TAD, else the MR features (Ego4D, SPEC §8)."
+        "The features a video is read from: the TAD features when it is loaded for TAD, else the MR features (Ego4D, official `libs/datasets/*.py` and `data_utils.py`)."
         return features["tad"] if ("tad" in o["tasks"] and rec.has_tad) or "mr" not in features else features["mr"]
 
     def grid_of(self, rec: VideoRecord, o: dict) -> tuple:

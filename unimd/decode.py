@@ -7,12 +7,14 @@ Docs: https://unimd.github.io/unimd/decode.html.md"""
 # %% ../nbs/19_decode.ipynb #c43c5b9d
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .nms import _hard, batched_nms, nms_groups, seg_voting
 
 # %% auto #0
-__all__ = ['candidates', 'to_seconds', 'decode_task', 'step_saliency', 'clip_saliency', 'predict']
+__all__ = ['candidates', 'to_seconds', 'decode_candidates', 'decode_task', 'step_saliency', 'clip_saliency', 'predict',
+           'predict_batches']
 
 # %% ../nbs/19_decode.ipynb #75d70687
 def candidates(out, tb, strides, test_cfg):
@@ -42,33 +44,39 @@ def to_seconds(segs, fps, feat_stride, num_frames, duration):
     segs = torch.where(segs <= 0.0, segs * 0.0, segs)
     return torch.where(segs >= duration, segs * 0.0 + duration, segs)
 
-def decode_task(out, tb, meta, strides, test_cfg) -> list:
-    "One task's detections for every row: a list of {video_id, segments (M, 2) s, scores (M,), labels (M,)}."
-    segs, scores, labels, rows = (x.detach().cpu() for x in candidates(out, tb, strides, test_cfg))
-    b = len(tb.rows)
-    Q = tb.num_queries
-    if test_cfg.nms_method == "soft" and test_cfg.multiclass_nms:
-        keep, new_scores = nms_groups(segs, scores, rows * Q + labels, "gaussian", test_cfg.iou_threshold,
-                                      test_cfg.nms_sigma, test_cfg.min_score, test_cfg.max_seg_num, test_cfg.nms_backend)
-    elif test_cfg.nms_method == "hard" and test_cfg.multiclass_nms:
-        keep = _hard(segs, scores, rows * Q + labels, test_cfg.iou_threshold, test_cfg.min_score, test_cfg.max_seg_num)
+def decode_candidates(segs, scores, labels, rows, metas, test_cfg) -> list:
+    """NMS and time conversion of the candidates of many videos at once: `rows` (N,) indexes `metas` (one dict per
+    video). Returns a list of {video_id, segments (M, 2) s, scores (M,), labels (M,)}, one per entry of `metas`."""
+    t = test_cfg
+    group = rows * (int(labels.max()) + 1 if len(labels) else 1) + labels
+    if t.nms_method == "soft" and t.multiclass_nms:
+        keep, new_scores = nms_groups(segs, scores, group, "gaussian", t.iou_threshold, t.nms_sigma, t.min_score,
+                                      t.max_seg_num, t.nms_backend)
+    elif t.nms_method == "hard" and t.multiclass_nms:
+        keep = _hard(segs, scores, group, t.iou_threshold, t.min_score, t.max_seg_num, t.nms_backend)
         new_scores = scores[keep]
     else:
         keep, new_scores = torch.arange(len(scores)), scores
+    segs_k, labels_k, rows_k = segs[keep], labels[keep], rows[keep]
+    # per video: scores descending, ties in NMS output order (a stable sort per video), all videos in one sort
+    order = torch.from_numpy(np.lexsort((np.arange(len(keep)), -new_scores.numpy(), rows_k.numpy())))
+    counts = torch.bincount(rows_k, minlength=len(metas)).tolist()
     results = []
-    for i in range(b):
-        m = meta[int(tb.rows[i])]
-        sel = rows[keep] == i
-        s, sc, lab = segs[keep][sel], new_scores[sel], labels[keep][sel]
-        if not test_cfg.multiclass_nms and test_cfg.nms_method != "none":
+    for i, (m, o) in enumerate(zip(metas, torch.split(order, counts))):
+        s, sc, lab = segs_k[o], new_scores[o], labels_k[o]
+        if not t.multiclass_nms and t.nms_method != "none":
             r = rows == i
-            s, sc, lab = batched_nms(segs[r], scores[r], labels[r], test_cfg.iou_threshold, test_cfg.min_score,
-                                     test_cfg.max_seg_num, test_cfg.nms_method == "soft", False, test_cfg.nms_sigma,
-                                     test_cfg.voting_thresh, test_cfg.nms_backend)
-        order = torch.argsort(sc, descending=True, stable=True)[:test_cfg.max_seg_num]
-        results.append(dict(video_id=m["video_id"], segments=to_seconds(s[order], m["fps"], m["feat_stride"], m["num_frames"], m["duration"]),
-                            scores=sc[order], labels=lab[order]))
+            s, sc, lab = batched_nms(segs[r], scores[r], labels[r], t.iou_threshold, t.min_score, t.max_seg_num,
+                                     t.nms_method == "soft", False, t.nms_sigma, t.voting_thresh, t.nms_backend)
+        o = torch.argsort(sc, descending=True, stable=True)[:t.max_seg_num]
+        results.append(dict(video_id=m["video_id"], segments=to_seconds(s[o], m["fps"], m["feat_stride"], m["num_frames"],
+                                                                        m["duration"]), scores=sc[o], labels=lab[o]))
     return results
+
+def decode_task(out, tb, meta, strides, test_cfg) -> list:
+    "One task's detections for every row of a batch: a list of {video_id, segments (M, 2) s, scores (M,), labels (M,)}."
+    segs, scores, labels, rows = (x.detach().cpu() for x in candidates(out, tb, strides, test_cfg))
+    return decode_candidates(segs, scores, labels, rows, [meta[int(r)] for r in tb.rows], test_cfg)
 
 # %% ../nbs/19_decode.ipynb #123712ae
 def step_saliency(out) -> torch.Tensor:
@@ -110,5 +118,35 @@ def predict(model, batch, test_cfg, tasks=None) -> dict:
                for t, o in outs.items() if tasks is None or t in tasks}
         if "mr" in res: _attach_saliency(res["mr"], outs["mr"], batch.tasks["mr"])
         return res
+    finally:
+        model.train(was)
+
+@torch.no_grad()
+def predict_batches(model, batches, test_cfg, tasks=None, chunk: int = 512) -> dict:
+    """Run `model` (in eval mode) on every batch of the iterable `batches` and decode the candidates of up to `chunk`
+    videos together (one NMS call): {task: [per-video detections, in batch order]}, as `predict` gives them."""
+    was = model.training
+    model.eval()
+    preds, pending = {}, {}
+    def flush(task):
+        parts, metas, extra = pending.pop(task)
+        dets = decode_candidates(*[torch.cat(x) for x in zip(*parts)], metas, test_cfg)
+        for d, e in zip(dets, extra): d.update(e)
+        preds.setdefault(task, []).extend(dets)
+    try:
+        for batch in batches:
+            for t, o in model(batch).items():
+                if tasks is not None and t not in tasks: continue
+                tb = batch.tasks[t]
+                parts, metas, extra = pending.setdefault(t, ([], [], []))
+                segs, scores, labels, rows = (x.detach().cpu() for x in candidates(o, tb, model.strides, test_cfg))
+                parts.append((segs, scores, labels, rows + len(metas)))
+                metas.extend(batch.meta[int(r)] for r in tb.rows)
+                holders = [{} for _ in tb.rows]
+                if t == "mr": _attach_saliency(holders, o, tb)
+                extra.extend(holders)
+                if len(metas) >= chunk: flush(t)
+        for t in list(pending): flush(t)
+        return preds
     finally:
         model.train(was)

@@ -23,7 +23,8 @@ __all__ = ['MR_PREDICTION_COLUMNS', 'CHARADES_FRAMES_PER_VIDEO', 'ANET_CAPTIONS_
            'format_charades_frame_map', 'charades_sta_eval', 'anet_captions_eval', 'format_anet_captions',
            'ego4d_nlq_eval', 'ego4d_nlq_table', 'qvhighlights_mr_eval', 'qvhighlights_brief', 'qvh_clip_labels',
            'eval_qvhighlights', 'write_jsonl', 'validate_qvhighlights_submission', 'write_codalab_submission',
-           'qvh_ground_truth_as_predictions', 'load_external_scores', 'fuse_external_scores']
+           'qvh_ground_truth_as_predictions', 'load_external_scores', 'fuse_external_scores', 'frame_labels',
+           'frame_ap', 'online_frame_map']
 
 # %% ../nbs/42_evaluators.ipynb #36235663
 MR_PREDICTION_COLUMNS = ["video-id", "query", "t-start", "t-end", "score"]
@@ -667,3 +668,58 @@ def fuse_external_scores(detections: list, ext_scores, top_k: int = 2, max_seg: 
                       "scores": np.sqrt(probs[classes][:, None] * scores[keep][None, :]).reshape(-1),
                       "labels": np.repeat(classes, len(keep))})
     return fused
+
+# %% ../nbs/42_evaluators.ipynb #x1862436
+def frame_labels(times, segments, labels, num_classes: int) -> np.ndarray:
+    "Which classes each frame at `times` (N,) lies in: (N, num_classes) bool from segments (M, 2) and their labels (M,)."
+    times, segments = np.asarray(times, float), np.asarray(segments, float).reshape(-1, 2)
+    labels = np.asarray(labels, np.int64).reshape(-1)
+    if len(labels) != len(segments): raise ValueError(f"frame_labels: {len(segments)} segments but {len(labels)} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"frame_labels: label {labels.max()} outside 0..{num_classes - 1}")
+    out = np.zeros((len(times), num_classes), bool)
+    inside = (segments[None, :, 0] <= times[:, None]) & (times[:, None] <= segments[None, :, 1])   # (N, M)
+    f, m = np.nonzero(inside)
+    out[f, labels[m]] = True
+    return out
+
+def _ranked_counts(scores: np.ndarray, positive: np.ndarray):
+    "Cumulative true and false positives at each distinct score, best first."
+    order = np.argsort(-scores, kind="stable")
+    s, hit = scores[order], positive[order]
+    last = np.r_[s[1:] != s[:-1], True]          # the last frame of each run of equal scores
+    return np.cumsum(hit)[last], np.cumsum(~hit)[last]
+
+def frame_ap(scores, positive, calibrated: bool = False) -> float:
+    "AP (or cAP) of one class over frames: scores (N,), positive (N,) bool; NaN without a positive frame."
+    scores, positive = np.asarray(scores, float), np.asarray(positive, bool)
+    n_pos = int(positive.sum())
+    if n_pos == 0: return float("nan")
+    tp, fp = _ranked_counts(scores, positive)
+    if calibrated:
+        w = (len(positive) - n_pos) / n_pos
+        prec = tp / (tp + fp / w) if w > 0 else np.ones(len(tp))
+    else: prec = tp / (tp + fp)
+    return float((np.diff(np.r_[0, tp]) / n_pos * prec).sum())
+
+def online_frame_map(scores, labels, ambiguous=None, class_names=None) -> dict:
+    """Per-frame mAP and cAP (THUMOS14 online protocol) of frame scores (N, C) against frame labels (N, C) bool, the
+    frames of all videos stacked; `ambiguous` (N,) bool marks frames to leave out. Classes without a positive frame are
+    left out of the means. Returns mAP, cAP and per-class AP and cAP (keyed by `class_names` when given)."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels)
+    if scores.ndim != 2 or labels.shape != scores.shape:
+        raise ValueError(f"online_frame_map: scores {scores.shape} and labels {labels.shape} must both be (frames, classes)")
+    if labels.dtype != bool: raise ValueError(f"online_frame_map: labels must be bool (frames, classes), got {labels.dtype}")
+    if ambiguous is not None:
+        ambiguous = np.asarray(ambiguous, bool)
+        if ambiguous.shape != (len(scores),):
+            raise ValueError(f"online_frame_map: ambiguous must be ({len(scores)},) bool, got {ambiguous.shape}")
+        scores, labels = scores[~ambiguous], labels[~ambiguous]
+    names = list(class_names) if class_names is not None else list(range(scores.shape[1]))
+    if len(names) != scores.shape[1]: raise ValueError(f"online_frame_map: {len(names)} class names for {scores.shape[1]} classes")
+    ap = np.array([frame_ap(scores[:, c], labels[:, c]) for c in range(scores.shape[1])])
+    cap = np.array([frame_ap(scores[:, c], labels[:, c], calibrated=True) for c in range(scores.shape[1])])
+    has = ~np.isnan(ap)
+    mean = lambda a: float(a[has].mean()) if has.any() else float("nan")
+    return {"mAP": mean(ap), "cAP": mean(cap), "AP_per_class": dict(zip(names, ap.tolist())),
+            "cAP_per_class": dict(zip(names, cap.tolist()))}

@@ -16,28 +16,48 @@ from torch import nn
 from .backbone import ChannelLayerNorm, MaskedConv1d
 
 # %% auto #0
-__all__ = ['ConvTrunk', 'ScaleBias', 'QueryClsHead', 'Scale', 'QueryRegHead']
+__all__ = ['pack_levels', 'unpack_levels', 'ConvTrunk', 'ScaleBias', 'QueryClsHead', 'Scale', 'QueryRegHead']
 
 # %% ../nbs/14_heads.ipynb #c1c298aa
+def pack_levels(xs, gap: int):
+    """Concatenate per-level tensors (..., T_l) along the last axis with `gap` zeros after each level: a convolution
+    of half-width up to `gap` over the result equals the per-level convolutions with zero padding."""
+    z = xs[0].new_zeros(*xs[0].shape[:-1], gap)
+    return torch.cat([t for x in xs for t in (x, z)], -1)
+
+def unpack_levels(x, lengths, gap: int, dim: int = -1):
+    "The per-level views of a packed tensor along `dim`."
+    out, a = [], 0
+    for n in lengths:
+        out.append(x.narrow(dim, a, n)); a += n + gap
+    return out
+
 class ConvTrunk(nn.Module):
     "Base of both heads: `num_layers - 1` masked convs (`head.*`, `norm.*`); `norm_last=False` leaves the last one bare."
     def __init__(self, input_dim, feat_dim, num_layers=3, kernel_size=3, with_ln=True, norm_last=True):
         super().__init__()
-        self.norm_last = norm_last
+        # k - 1 zeros between packed levels: enough for the centred convolution (k // 2) and the causal one (k - 1)
+        self.norm_last, self.gap = norm_last, kernel_size - 1
         dims = [input_dim] + [feat_dim] * (num_layers - 1)
         self.head = nn.ModuleList([MaskedConv1d(a, b, kernel_size, bias=not with_ln) for a, b in zip(dims, dims[1:])])
         self.norm = nn.ModuleList([ChannelLayerNorm(feat_dim) if with_ln else nn.Identity() for _ in self.head])
         self.act = nn.ReLU()
 
-    def trunk(self, x, mask):
+    def trunk(self, x, mask, real=None):
+        "`real`: (T,) 1 on the packed levels' columns, 0 on the gaps between them (None: one level)."
         for i, (conv, norm) in enumerate(zip(self.head, self.norm)):
             x, _ = conv(x, mask)
             if self.norm_last or i < len(self.head) - 1: x = self.act(norm(x))
+            if real is not None and i < len(self.head) - 1: x = x * real      # the next conv must read zero gaps
         return x
 
     def features(self, feats, masks):
-        "Per level: the trunk's output (B, D, T_l). It does not depend on the task, so it is computed once per batch."
-        return [self.trunk(f, m) for f, m in zip(feats, masks)]
+        """Per level: the trunk's output (B, D, T_l), all levels in one pass (packed). It does not depend on the task,
+        so it is computed once per batch."""
+        lengths = [f.shape[-1] for f in feats]
+        real = pack_levels([feats[0].new_ones(n) for n in lengths], self.gap)
+        x = self.trunk(pack_levels(feats, self.gap), pack_levels(masks, self.gap), real)
+        return unpack_levels(x, lengths, self.gap)
 
 # %% ../nbs/14_heads.ipynb #46a1a2f2
 class ScaleBias(nn.Module):
@@ -55,12 +75,11 @@ class QueryClsHead(ConvTrunk):
 
     def forward(self, hidden, masks, queries, rows=None):
         "hidden: `features(...)`; queries (Q, D) or (b, Q, D); rows: which batch rows (default all)."
-        out = []
-        for h, m in zip(hidden, masks):
-            if rows is not None: h, m = h[rows], m[rows]
-            dots = torch.einsum("bdt,qd->btq", h, queries) if queries.dim() == 2 else torch.einsum("bdt,bqd->btq", h, queries)
-            out.append((dots * self.cls_fn.weight + self.cls_fn.bias) * m[..., None].to(h.dtype))
-        return out
+        if rows is not None: hidden, masks = [h[rows] for h in hidden], [m[rows] for m in masks]
+        h, m = pack_levels(hidden, 0), pack_levels(masks, 0)                  # pointwise: no gaps needed
+        dots = torch.einsum("bdt,qd->btq", h, queries) if queries.dim() == 2 else torch.einsum("bdt,bqd->btq", h, queries)
+        out = (dots * self.cls_fn.weight + self.cls_fn.bias) * m[..., None].to(h.dtype)
+        return unpack_levels(out, [x.shape[-1] for x in hidden], 0, dim=1)
 
 # %% ../nbs/14_heads.ipynb #b76a2750
 class Scale(nn.Module):
@@ -77,6 +96,7 @@ class QueryRegHead(ConvTrunk):
         super().__init__(input_dim, feat_dim, num_layers, kernel_size, with_ln, norm_last=True)
         self.scale = nn.ModuleList([Scale() for _ in range(fpn_levels)])
         self.with_query, self.k, self.feat_dim, self.kernel_relu = with_query, kernel_size, feat_dim, kernel_relu
+        self.causal = False  # True: the generated kernels see only past steps (`unimd.model.make_causal`)
         if with_query:
             self.query_fcs, self.query_norm = nn.ModuleList(), nn.ModuleList()
             d_in = query_dim
@@ -87,9 +107,24 @@ class QueryRegHead(ConvTrunk):
                 d_in = d_out
         else:
             self.offset_head = MaskedConv1d(feat_dim, 2, kernel_size)
+        self._kernel_cache = None
 
     def kernels(self, queries):
-        "Query embeddings (..., D) → conv weights (..., 2, D, K) and biases (..., 2)."
+        """Query embeddings (..., D) → conv weights (..., 2, D, K) and biases (..., 2). Outside training and autograd
+        the last result is reused while the queries and the generator's weights are unchanged: the TAD class
+        kernels do not depend on the video, so an evaluation computes them once."""
+        if self.training or torch.is_grad_enabled(): return self._generate(queries)
+        params = [*self.query_fcs.parameters(), *self.query_norm.parameters()]
+        key = tuple((p.data_ptr(), p._version) for p in params)             # in-place updates bump _version
+        c = self._kernel_cache
+        if (c is not None and c[0] == key and c[1].shape == queries.shape and c[1].dtype == queries.dtype
+                and c[1].device == queries.device and torch.equal(c[1], queries)):
+            return c[2]
+        out = self._generate(queries)
+        self._kernel_cache = (key, queries.clone(), out)
+        return out
+
+    def _generate(self, queries):
         x = queries
         n = len(self.query_fcs)
         for i, (fc, ln) in enumerate(zip(self.query_fcs, self.query_norm)):
@@ -102,22 +137,22 @@ class QueryRegHead(ConvTrunk):
 
     def forward(self, hidden, masks, queries, rows=None):
         "hidden: `features(...)`; queries (Q, D) or (b, Q, D)."
-        out = []
-        if self.with_query:
+        if rows is not None: hidden, masks = [h[rows] for h in hidden], [m[rows] for m in masks]
+        lengths = [h.shape[-1] for h in hidden]
+        if not self.with_query:
+            o = [self.offset_head(h, m)[0].transpose(1, 2) for h, m in zip(hidden, masks)]   # (b, T, 2), all queries
+            o = [x[:, :, None, :].expand(x.shape[0], x.shape[1], queries.shape[-2], 2) for x in o]
+        else:
             w, c = self.kernels(queries)
-            Q = queries.shape[-2]
-        for l, (h, m) in enumerate(zip(hidden, masks)):
-            if rows is not None: h, m = h[rows], m[rows]
+            h = pack_levels(hidden, self.gap)                                   # zero gaps: per-level padding
             b, D, T = h.shape
-            if not self.with_query:
-                o, _ = self.offset_head(h, m)                                      # (b, 2, T), shared by all queries
-                o = o.transpose(1, 2)[:, :, None, :].expand(b, T, queries.shape[-2], 2)
-            elif queries.dim() == 2:
-                o = F.conv1d(h, w.reshape(Q * 2, D, self.k), c.reshape(Q * 2), padding=self.k // 2)
-                o = o.view(b, Q, 2, T).permute(0, 3, 1, 2)
+            Q = queries.shape[-2]
+            # causal: pad on the left only, so that no step reads a later one (the gaps hold k - 1 zeros)
+            hp, pad = (F.pad(h, (self.k - 1, 0)), 0) if self.causal else (h, self.k // 2)
+            if queries.dim() == 2:
+                o = F.conv1d(hp, w.reshape(Q * 2, D, self.k), c.reshape(Q * 2), padding=pad)
             else:
-                o = F.conv1d(h.reshape(1, b * D, T), w.reshape(b * Q * 2, D, self.k), c.reshape(b * Q * 2),
-                             padding=self.k // 2, groups=b)
-                o = o.view(b, Q, 2, T).permute(0, 3, 1, 2)
-            out.append(F.relu(self.scale[l](o * m[:, :, None, None].to(o.dtype))))
-        return out
+                o = F.conv1d(hp.reshape(1, b * D, -1), w.reshape(b * Q * 2, D, self.k), c.reshape(b * Q * 2),
+                             padding=pad, groups=b)
+            o = unpack_levels(o.view(b, Q, 2, T).permute(0, 3, 1, 2), lengths, self.gap, dim=1)
+        return [F.relu(self.scale[l](x * m[:, :, None, None].to(x.dtype))) for l, (x, m) in enumerate(zip(o, masks))]

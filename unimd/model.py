@@ -13,13 +13,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .backbone import ConvNeXtBackbone
-from .bifpn import BiFPN
+from .backbone import ConvNeXtBackbone, MaskedConv1d
+from .bifpn import BiFPN, BiFPNLayer
 from .config import ModelConfig
 from .heads import QueryClsHead, QueryRegHead
 
 # %% auto #0
-__all__ = ['TaskOutput', 'UniMD', 'count_parameters']
+__all__ = ['make_causal', 'TaskOutput', 'UniMD', 'count_parameters']
+
+# %% ../nbs/17_model.ipynb #x1847957
+def make_causal(model: nn.Module) -> nn.Module:
+    "Make every convolution and pooling of `model` causal, in place: output step j of a level sees input steps ≤ j·stride."
+    for m in model.modules():
+        if isinstance(m, MaskedConv1d): m.conv.padding, m.left_pad = (0,), m.conv.kernel_size[0] - 1
+        elif isinstance(m, (BiFPNLayer, QueryRegHead)): m.causal = True
+    return model
 
 # %% ../nbs/17_model.ipynb #a9ffc0b4
 @dataclass
@@ -62,8 +70,9 @@ class UniMD(nn.Module):
         self.reg_head = QueryRegHead(cfg.fpn_dim, cfg.head_dim, levels, cfg.head_num_layers, cfg.head_kernel_size,
                                      cfg.head_with_ln, cfg.text_dim, cfg.reg_head_fc_num, cfg.query_fc_dim,
                                      cfg.query_dropout, cfg.reg_with_query, cfg.kernel_relu)
-        if cfg.cls_prior_prob > 0:  # ActionFormer's prior init, which the official UniMD does not apply (SPEC §11.2)
+        if cfg.cls_prior_prob > 0:  # ActionFormer's prior init, which the official UniMD does not apply (official `libs/modeling/query_cls.py`: `cls_prior_prob` is never applied)
             nn.init.constant_(self.cls_head.cls_fn.bias, -math.log((1 - cfg.cls_prior_prob) / cfg.cls_prior_prob))
+        if cfg.causal: make_causal(self)
 
     @property
     def max_stride(self) -> int: return self.strides[-1]

@@ -7,6 +7,8 @@ Docs: https://unimd.github.io/unimd/nms.html.md"""
 # %% ../nbs/18_nms.ipynb #5b1eb922
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -117,11 +119,12 @@ def nms_groups(segs, scores, group, method: str = "gaussian", iou_threshold: flo
                min_score: float = 0.001, max_per_group: int = -1, backend: str = "auto"):
     """Soft-NMS (`method` gaussian, linear or hard) or greedy NMS (`"nms"`) of every group; returns (kept candidate
     indices, their new scores), in ascending group order and, within a group, in selection order. Segments are not
-    changed, so `segs[kept]` are the boxes. `backend`: auto (triton for CUDA tensors, else cpu), cpu, triton, reference."""
+    changed, so `segs[kept]` are the boxes. `backend`: auto (triton for CUDA tensors, else compiled when numba is
+    installed, else cpu), compiled, cpu, triton, reference."""
     segs, scores = torch.as_tensor(segs), torch.as_tensor(scores)
     group = torch.as_tensor(group, dtype=torch.long, device=segs.device)
     _check(segs, scores, group, sigma, method)
-    if backend == "auto": backend = "triton" if _usable("triton", segs) else "cpu"
+    if backend == "auto": backend = "triton" if _usable("triton", segs) else "compiled" if "compiled" in BACKENDS else "cpu"
     if backend not in BACKENDS: raise ValueError(f"unknown NMS backend {backend!r}; available: {sorted(BACKENDS)}")
     if len(scores) == 0: return torch.zeros(0, dtype=torch.long), torch.zeros(0)
     if method == "nms" and backend != "reference":
@@ -296,6 +299,75 @@ def _cpu_groups(segs, scores, group, method, iou_threshold, sigma, min_score, ma
     return torch.from_numpy(idx).to(segs.device), torch.from_numpy(out[0, :N][sel]).to(segs.device)
 
 BACKENDS["cpu"] = _cpu_groups
+
+# %% ../nbs/18_nms.ipynb #c0a1e5d3
+try:
+    import numba
+except ImportError:  # optional: without it, `auto` takes the numpy backend
+    numba = None
+
+_ONE, _ZERO = np.float32(1), np.float32(0)
+
+def _softnms_sorted(x0, x1, area, sc, pos, starts, counts, method, thr, sig, ms, cap, kept):
+    """Soft-NMS of every group of the group-sorted float32 arrays, rewritten in place as the C++ op does. `pos` gets
+    each slot's position in its group, `kept[g]` the number of selections of group g (at most `cap`)."""
+    every = method == 0 and thr <= _ZERO
+    for g in range(len(starts)):
+        b, n = starts[g], counts[g]
+        for k in range(n): pos[b + k] = k
+        j = 0                                   # the first pick: the first maximum
+        for k in range(1, n):
+            if sc[b + k] > sc[b + j]: j = k
+        i = 0
+        while i < n and i < cap:
+            p, q = b + i, b + j
+            x0[p], x0[q] = x0[q], x0[p]
+            x1[p], x1[q] = x1[q], x1[p]
+            area[p], area[q] = area[q], area[p]
+            sc[p], sc[q] = sc[q], sc[p]
+            pos[p], pos[q] = pos[q], pos[p]
+            a0, a1, aa = x0[p], x1[p], area[p]
+            j, best = i + 1, np.float32(-np.inf)
+            k = i + 1
+            while k < n:
+                r = b + k
+                inter = min(a1, x1[r]) - max(a0, x0[r])
+                if inter > _ZERO or every:
+                    if inter < _ZERO: inter = _ZERO
+                    ovr = inter / (aa + area[r] - inter)
+                    if method == 2: w = np.float32(math.exp(np.float64(-(ovr * ovr) / sig)))
+                    elif method == 1: w = _ONE - ovr if ovr >= thr else _ONE
+                    else: w = _ZERO if ovr >= thr else _ONE
+                    sc[r] = sc[r] * w
+                if sc[r] < ms:                  # the last active slot moves in and is examined here next
+                    e = b + n - 1
+                    x0[r], x1[r], area[r], sc[r], pos[r] = x0[e], x1[e], area[e], sc[e], pos[e]
+                    n -= 1
+                else:
+                    if sc[r] > best: best, j = sc[r], k
+                    k += 1
+            i += 1
+        kept[g] = min(n, cap)
+
+_softnms_compiled = numba.njit(cache=True, nogil=True)(_softnms_sorted) if numba is not None else None
+
+def _compiled_groups(segs, scores, group, method, iou_threshold, sigma, min_score, max_per_group):
+    "Backend `compiled`: the numba kernel over all groups in one call."
+    order, starts, counts = _by_group(group.cpu().numpy())
+    x = segs.detach().float().cpu().numpy()[order]
+    x0, x1 = np.ascontiguousarray(x[:, 0]), np.ascontiguousarray(x[:, 1])
+    area = x1 - x0 + _F32(1e-6)
+    sc = np.ascontiguousarray(scores.detach().float().cpu().numpy()[order])
+    pos, kept = np.empty(len(order), np.int64), np.empty(len(starts), np.int64)
+    cap = max_per_group if max_per_group > 0 else int(counts.max())
+    _softnms_compiled(x0, x1, area, sc, pos, starts.astype(np.int64), counts.astype(np.int64), METHODS[method],
+                      _F32(iou_threshold), _F32(sigma), _F32(min_score), cap, kept)
+    first = np.repeat(starts, counts)
+    sel = np.arange(len(order)) - first < np.repeat(kept, counts)
+    idx = order[first[sel] + pos[sel]]
+    return torch.from_numpy(idx).to(segs.device), torch.from_numpy(sc[sel]).to(segs.device)
+
+if numba is not None: BACKENDS["compiled"] = _compiled_groups
 
 # %% ../nbs/18_nms.ipynb #b3dca6f5
 triton = import_triton()

@@ -45,7 +45,7 @@ OFFICIAL_DEFAULTS = {
 # the architecture this implementation reproduces; anything else in an official YAML is an error
 _REQUIRED = {"backbone_type": "convnext_stage", "fpn_type": "bifpn_convnext", "cls_head_type": "dot",
              "cls_head_fn": "scale", "reg_head_type": "one_head_multi"}
-# keys the official UniMD architecture accepts but never reads (SPEC §11.6)
+# keys the official UniMD architecture accepts but never reads (dead keys of the official `libs/core/config.py`)
 DEAD_KEYS = ("model.n_conv_group", "model.n_head", "model.n_mha_win_size", "model.max_buffer_len_factor",
              "model.use_abs_pe", "model.use_rel_pe", "model.fpn_with_ln", "model.fpn_start_level", "model.task",
              "train_cfg.cls_prior_prob", "train_cfg.dropout", "train_cfg.droppath", "train_cfg.head_empty_cls",

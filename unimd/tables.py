@@ -99,6 +99,7 @@ TABLE_DATA = {   # table: (the paper's data, {scale: benchmark}); None: not comp
     "table4": ("ActivityNet / ActivityNet-Captions", dict(smoke="mdsynth_tiny_anet", synthetic=None, paper="anet")),
     "supp_fusion_charades": ("Charades / Charades-STA", dict(smoke="mdsynth_tiny_charades", synthetic=None, paper="charades_i3d")),
     "supp_fusion_anet": ("ActivityNet / ActivityNet-Captions", dict(smoke="mdsynth_tiny_anet", synthetic=None, paper="anet")),
+    "open_vocab": ("THUMOS14 / ActivityNet, open-vocabulary class splits", dict(smoke="mdsynth_tiny", synthetic="mdsynth_small", paper=None)),
 }
 
 # MD-Synth `tiny` worlds (generator seeds) standing in for the three paper pairs at the smoke scale
@@ -226,7 +227,10 @@ def _dataset(cfg, split, settings):
     from unimd.data import build_dataset
     k = (json.dumps(cfg.data.__dict__, sort_keys=True, default=str), split)
     if k not in _DATASETS: _DATASETS[k] = build_dataset(cfg.data, split, settings)
-    return _DATASETS[k]
+    if not cfg.data.seen_classes: return _DATASETS[k]
+    # open vocabulary: only the seen classes are trained and validated (`unimd.open_vocab`)
+    from unimd.open_vocab import class_subset
+    return class_subset(_DATASETS[k], cfg.data.seen_classes, "seen", drop_sentences=split == cfg.data.train_split)
 
 def few_videos(ds, n: int):
     """A copy of `ds` with only its first `n` videos carrying each task (the dry run trains and evaluates on them;
@@ -270,7 +274,7 @@ def plateaued(losses, tol: float = 0.01) -> bool | None:
     before, last = min(losses[:-w]), min(losses[-w:])
     return bool((before - last) / max(abs(before), 1e-12) < tol)
 
-# %% ../nbs/80_tables.ipynb #0d5c380e
+# %% ../nbs/80_tables.ipynb #0d82fe14
 def run(ctx: TableContext, cfg: Config, regime: str, seed: int) -> dict:
     """Metrics of one training run (`regime` as in `unimd.fusion.REGIMES`) — from the cache when it has been run before.
     A pre-training regime `a->b` fine-tunes the cached individual run `a` (whose checkpoint is kept for that). A dry
@@ -295,7 +299,7 @@ def run(ctx: TableContext, cfg: Config, regime: str, seed: int) -> dict:
             if pretrained: stage = stage.copy(train=dict(pretrain_from=str(pretrained)))
             tr, va = _dataset(cfg, cfg.data.train_split, ctx.settings), _dataset(cfg, cfg.data.val_split, ctx.settings)
             if ctx.dry_run:   # enough videos that the smallest data share still fills one batch
-                stage = stage.copy(train=dict(epochs=1, warmup_epochs=0, early_stop_epochs=0))
+                stage = stage.copy(train=dict(epochs=1, warmup_epochs=0, early_stop_epochs=-1))
                 share = min(stage.train.data_ratio_tad, stage.train.data_ratio_mr)
                 tr, va = few_videos(tr, int(np.ceil(stage.data.batch_size / share))), few_videos(va, 2)
             trainer = Trainer(stage, tr, d, va, device=ctx.device, progress=False)

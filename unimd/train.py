@@ -1,4 +1,4 @@
-"""AdamW with per-iteration warm-up and cosine decay, gradient clipping, a model EMA for evaluation, atomic per-epoch checkpoints that resume exactly, and seeded, deterministic CPU runs.
+"""AdamW with per-iteration warm-up and cosine decay, gradient clipping, a model EMA for evaluation, atomic checkpoints that resume exactly (with a weights-only EMA file for evaluation and release), and seeded, deterministic CPU runs.
 
 Docs: https://unimd.github.io/unimd/train.html.md"""
 
@@ -23,15 +23,16 @@ from torch import nn
 from .config import Config
 from .data import collate, full_batches, pad_length, random_crop
 from .distributed import convert_batchnorm, gather_to_main, is_main, shard, sum_over_processes, world, barrier
-from .decode import predict
+from .decode import predict_batches
 from .fusion import CO_TRAINING_PLANNERS, apply_data_ratios, regime_stages
 from .losses import UniMDLoss
 from .model import UniMD
 from .runs import atomic_save, check_resume, load_weights, read_checkpoint
 
 # %% auto #0
-__all__ = ['PLANNERS', 'param_groups', 'warmup_cosine', 'EMA', 'plan_individual', 'plan_random', 'epochs_run', 'progress_bar',
-           'evaluate', 'Trainer', 'run_info', 'set_deterministic', 'run_regime']
+__all__ = ['PLANNERS', 'AUTO_CHECKPOINT_EVERY', 'param_groups', 'warmup_cosine', 'EMA', 'plan_individual', 'plan_random',
+           'epochs_run', 'progress_bar', 'evaluate', 'checkpoint_due', 'Trainer', 'run_info', 'set_deterministic',
+           'run_regime']
 
 # %% ../nbs/21_train.ipynb #cfd6f0de
 def param_groups(model: nn.Module, weight_decay: float) -> list:
@@ -132,10 +133,12 @@ def evaluate(model, ds, cfg: Config, batch_size: int = 8, device="cpu", progress
         by_len.setdefault(pad_length(s.num_steps, cfg.data.max_seq_len, max_stride), []).append(i)
     groups = [idx[j:j + batch_size] for _, idx in sorted(by_len.items()) for j in range(0, len(idx), batch_size)]
     rank, size = world()
-    preds = {t: [] for t in tasks}
-    for g in progress_bar(shard(groups, rank, size), desc="eval", disable=not progress or rank > 0, leave=False):
-        batch = collate([ds[i] for i in g], cfg.data.max_seq_len, training=False, max_stride=max_stride, tasks=tasks).to(device)
-        for t, dets in predict(model, batch, cfg.test).items(): preds[t].extend(dets)
+    bar = progress_bar(shard(groups, rank, size), desc="eval", disable=not progress or rank > 0, leave=False)
+    batches = (collate([ds[i] for i in g], cfg.data.max_seq_len, training=False, max_stride=max_stride, tasks=tasks).to(device)
+               for g in bar)
+    # the candidates of many batches go through one Soft-NMS call (much faster than one call per batch)
+    found = predict_batches(model, batches, cfg.test)
+    preds = {t: found.get(t, []) for t in tasks}
     if size > 1:   # distributed: every process decoded a shard; rank 0 gathers them and computes the metrics
         parts = gather_to_main(preds)
         if rank > 0: return {}, {}
@@ -153,8 +156,18 @@ def _seed(*xs) -> int:
 def _atomic_save(obj, path: Path):
     atomic_save(obj, path)   # process-unique temporary file, fsync'ed before the rename (see *Run folders*)
 
+AUTO_CHECKPOINT_EVERY = 5   # the official interval (epochs), used by `checkpoint_every: 0` once saving costs more than an epoch
+
+def checkpoint_due(epoch: int, epochs: int, every: int, epoch_s: float, save_s: float, saved_epoch: int) -> bool:
+    """Save after `epoch` (1-based) of `epochs`? `every` N > 0: every N epochs. 0 (auto): after every epoch that took
+    longer (`epoch_s`) than the last save did (`save_s`, after epoch `saved_epoch`), otherwise every
+    `AUTO_CHECKPOINT_EVERY` epochs. Always after the last epoch."""
+    if epoch >= epochs: return True
+    if every > 0: return epoch % every == 0
+    return epoch_s > save_s or epoch - saved_epoch >= AUTO_CHECKPOINT_EVERY
+
 class Trainer:
-    "Trains a UniMD model on a training `VideoDataset`; checkpoints to `out_dir` every epoch."
+    "Trains a UniMD model on a training `VideoDataset`; checkpoints to `out_dir` (`last.pt`, and the EMA weights in `ema.pt`)."
     def __init__(self, cfg: Config, train_ds, out_dir, val_ds=None, device: str = "cpu", progress: bool = True):
         self.rank, self.world = world()
         self.cfg, self.val_ds, self.device = cfg, val_ds, device
@@ -184,6 +197,7 @@ class Trainer:
             self.opt, warmup_cosine(tc.warmup_epochs * self.iters_per_epoch, total, tc.eta_min / tc.learning_rate))
         self.epochs = epochs_run(tc)
         self.epoch, self.history = 0, []
+        self._save_s, self._saved_epoch = 0.0, 0      # how long the last checkpoint took, and after which epoch
 
     def _load_pretrained(self, path):
         ck = read_checkpoint(path, "train.pretrain_from checkpoint")
@@ -207,6 +221,18 @@ class Trainer:
         "Write the checkpoint atomically (rank 0 only in distributed training)."
         p = self.out_dir/name
         if self.rank == 0: _atomic_save(self.state(), p)
+        barrier()
+        return p
+
+    def release_state(self) -> dict:
+        "The weights-only checkpoint: the EMA weights as `model` (what evaluation and release use), config and meta."
+        s = self.state()
+        return {k: s[k] for k in ("version", "config", "epoch", "meta")} | dict(weights="ema", model=s["ema"])
+
+    def save_ema(self, name: str = "ema.pt") -> Path:
+        "Write the weights-only EMA checkpoint (about a quarter of `last.pt`: no raw weights, optimizer or RNG state)."
+        p = self.out_dir/name
+        if self.rank == 0: _atomic_save(self.release_state(), p)
         barrier()
         return p
 
@@ -246,7 +272,10 @@ class Trainer:
             batch = self._batch(shard(valid, self.rank, self.world), e, it)
             tasks = {t for _, _, ts in valid for t in ts}
             self.opt.zero_grad(set_to_none=True)
-            res = self.loss(self.net(batch), batch, tasks=tasks if self.world > 1 else None, count=count)
+            with torch.autocast(torch.device(self.device).type, torch.bfloat16, enabled=tc.precision == "bf16"):
+                out = self.net(batch)
+            # the losses in float32 (bf16 outputs are promoted): only the network runs in bf16
+            res = self.loss(out, batch, tasks=tasks if self.world > 1 else None, count=count)
             (res["total"] * self.world).backward()   # DDP averages gradients; the objective is the sum over shards
             if tc.clip_grad_l2norm > 0: nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_grad_l2norm)
             lr = self.opt.param_groups[0]["lr"]      # the rate this update used (the scheduler then moves on)
@@ -267,14 +296,19 @@ class Trainer:
         return rec
 
     def fit(self, evaluate_at_end: bool = True) -> dict:
-        "Train the remaining epochs (checkpointing each), then evaluate the EMA model on the validation set."
+        """Train the remaining epochs (checkpointing when `checkpoint_due`), then evaluate the EMA model on the
+        validation set."""
         self.write_run_files()
         while self.epoch < self.epochs:
             rec = self.train_epoch()
             ev = self.cfg.train.eval_every
             if self.val_ds is not None and ev > 0 and self.epoch % ev == 0 and self.epoch < self.epochs:
                 rec["val"] = self.evaluate()[0]
-            self.save()
+            if checkpoint_due(self.epoch, self.epochs, self.cfg.train.checkpoint_every, rec["time_s"], self._save_s,
+                              self._saved_epoch):
+                t = time.time()
+                self.save(); self.save_ema()
+                self._save_s, self._saved_epoch = time.time() - t, self.epoch
             self.log_epoch(rec)
         metrics = {}
         if evaluate_at_end and self.val_ds is not None:
