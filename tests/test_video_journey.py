@@ -79,7 +79,7 @@ def check_run_folder(run, printed):
     "The run folder of the training above: resolved config, command, versions, per-epoch log with the real lr, curves."
     from unimd.config import load_config
     from unimd.train import warmup_cosine
-    assert {p.name for p in run.iterdir() if not p.name.startswith(".")} == {"config.yaml", "run.json", "log.jsonl", "curves.png", "last.pt"}
+    assert {p.name for p in run.iterdir() if not p.name.startswith(".")} == {"config.yaml", "run.json", "log.jsonl", "curves.png", "last.pt", "ema.pt"}
     cfg = load_config(run/"config.yaml")              # reusable with --config: the same resolved config
     ck = torch.load(run/"last.pt", map_location="cpu", weights_only=False)
     assert cfg.to_dict() == ck["config"] and cfg.train.epochs == 2 and cfg.train.warmup_epochs == 1
