@@ -118,7 +118,7 @@ class TestConfig:
     duration_thresh: float = 0.05      # in feature-grid units
     multiclass_nms: bool = True
     voting_thresh: float = 0.75
-    nms_backend: str = "auto"          # auto | reference | cpu | triton
+    nms_backend: str = "auto"          # auto | reference | cpu | compiled | triton
 
 # %% ../nbs/10_config.ipynb #4661d715
 @dataclass
@@ -252,7 +252,7 @@ CHOICES = {   # section.key → the allowed values (for tasks: each element)
     "train.tasks": ("tad", "mr"),
     "train.center_sample": ("radius", "none"),
     "test.nms_method": ("soft", "hard", "none"),
-    "test.nms_backend": ("auto", "reference", "cpu", "triton"),
+    "test.nms_backend": ("auto", "reference", "cpu", "compiled", "triton"),
 }
 
 _ge = lambda lo: (lambda x: x >= lo, f"≥ {lo}")

@@ -7,6 +7,9 @@ Docs: https://unimd.github.io/unimd/surrogate.html.md"""
 # %% ../nbs/45_surrogate.ipynb #9e912eab
 from __future__ import annotations
 
+# dataclass fields inherited from unimd.datasets are annotated `Callable`, resolved in this module by show_doc
+from typing import Callable
+
 import csv
 import hashlib
 import math
