@@ -53,7 +53,7 @@ def run(tmp_path_factory, one_torch_thread):
                                                ("train.sampling", "sychronized", "individual | random | sync | alternating"),
                                                ("train.tasks", "[tad, mq]", "tad | mr"),
                                                ("train.center_sample", "radious", "radius | none"),
-                                               ("test.nms_backend", "gpu", "auto | reference | cpu | triton")])
+                                               ("test.nms_backend", "gpu", "auto | reference | cpu | compiled | triton")])
 def test_enumerated_options_are_checked_where_the_config_is_read(capsys, tmp_path, key, value, allowed):
     e = err(capsys, ["train", "--config", TINY, "--out", tmp_path/"r", "-o", f"{key}={value}"])
     assert f"{key}: " in e and allowed in e and "mdsynth_tiny.yaml" in e

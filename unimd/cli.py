@@ -271,14 +271,14 @@ def _restore_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 def _set_threads(args) -> None:
-    "Fix torch's CPU threads for a command that computes, and say how many and why (stderr)."
+    "Fix torch's CPU threads for a command that computes, and say how many and why (on stdout: an error stays one line on stderr)."
     from unimd.compat import choose_threads
     try: n, why = choose_threads(getattr(args, "threads", None))
     except ValueError as err:
         print(f"unimd: {err}", file=sys.stderr); raise SystemExit(2) from None
     import torch
     torch.set_num_threads(n)
-    print(f"unimd: {n} CPU thread{'s' if n > 1 else ''} ({why})", file=sys.stderr, flush=True)
+    print(f"unimd: {n} CPU thread{'s' if n > 1 else ''} ({why})", flush=True)
 
 # %% ../nbs/99_cli.ipynb #5e4ea509
 def build_parser() -> argparse.ArgumentParser:
