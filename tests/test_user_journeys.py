@@ -47,9 +47,11 @@ def test_threads_are_chosen_capped_and_printed():
     n = available_cores()
     code = "from unimd.cli import main; raise SystemExit(main(['eval', '--ckpt', 'missing.pt']))"
     r = run(code, {"UNIMD_THREADS": "64"})
-    assert r.stderr.splitlines()[0] == f"unimd: {n} CPU thread{'s' if n > 1 else ''} (UNIMD_THREADS=64, capped to the {n} available cores)"
+    # the choice is said on stdout; stderr keeps the error as its one line
+    assert r.stdout.splitlines()[0] == f"unimd: {n} CPU thread{'s' if n > 1 else ''} (UNIMD_THREADS=64, capped to the {n} available cores)"
+    assert r.stderr.splitlines() == ["unimd: missing.pt: checkpoint not found"]
     r = run(code.replace("'missing.pt'", "'missing.pt', '--threads', '1'"))
-    assert r.stderr.splitlines()[0] == "unimd: 1 CPU thread (--threads=1)"
+    assert r.stdout.splitlines()[0] == "unimd: 1 CPU thread (--threads=1)"
     r = run(code, {"UNIMD_THREADS": "many"})
     assert r.returncode == 2 and "UNIMD_THREADS='many': expected a whole number" in r.stderr
 
