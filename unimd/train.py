@@ -217,10 +217,10 @@ class Trainer:
                               tad_queries=self.train_ds.tad_queries, text_spec=self.train_ds.text_spec,
                               feature_spec=self.train_ds.feature_spec))
 
-    def save(self, name: str = "last.pt") -> Path:
-        "Write the checkpoint atomically (rank 0 only in distributed training)."
+    def save(self, name: str = "last.pt", make_state=None) -> Path:
+        "Write a checkpoint atomically (rank 0 only in distributed training); `make_state` builds what is written (default: the full `state()`, built on rank 0 only)."
         p = self.out_dir/name
-        if self.rank == 0: _atomic_save(self.state(), p)
+        if self.rank == 0: _atomic_save((make_state or self.state)(), p)
         barrier()
         return p
 
@@ -231,10 +231,7 @@ class Trainer:
 
     def save_ema(self, name: str = "ema.pt") -> Path:
         "Write the weights-only EMA checkpoint (about a quarter of `last.pt`: no raw weights, optimizer or RNG state)."
-        p = self.out_dir/name
-        if self.rank == 0: _atomic_save(self.release_state(), p)
-        barrier()
-        return p
+        return self.save(name, self.release_state)
 
     def load(self, path, allow_safe_changes: bool = False):
         "Resume from a checkpoint of this run; a config that differs from the checkpoint's is refused (see `check_resume`)."
