@@ -149,6 +149,23 @@ def test_a_failed_run_leaves_the_results_byte_identical(tmp_path):
     assert (out/"failed"/"table1a.md").read_text().endswith("new\n") and (out/"failed"/"executed"/"table1b.ipynb").exists()
 
 
+def test_the_committed_synthetic_results_repeat_no_table():
+    """paper_tables/results/synthetic: every table of the synthetic scale on its surrogate benchmark over three seeds,
+    with the machine and time in its footer, and no two tables printing the same result rows."""
+    out = ROOT/"paper_tables"/"results"/"synthetic"
+    tables = {p.name.split(".")[0]: pd.read_csv(p) for p in out.glob("*.csv") if not p.name.endswith(".claims.csv")}
+    assert set(tables) >= set(ORDER) - {"open_vocab"}
+    assert repeated_tables(tables) == []
+    for n in set(ORDER) - {"open_vocab"}:
+        meta = json.loads((out/f"{n}.meta.json").read_text())
+        assert meta["scale"] == "synthetic" and meta["seeds"] == [0, 1, 2], n
+        assert {r["name"].split("_")[0] for r in meta["runs"]} == {TABLE_DATA[n][1]["synthetic"].split("_")[0]}, n
+        assert meta["machine"] and meta["finished"].endswith("UTC"), n
+    summary = (out/"SUMMARY.md").read_text()
+    assert summary.count("<sub>commit ") >= len(ORDER) - 1 and "machine " in summary and " UTC, notebook " in summary
+    assert "near chance by construction" in (out/"table1b.md").read_text()   # ego4d_ann's MR columns, said in plain words
+
+
 def test_outputs_are_replaced_only_when_complete(tmp_path):
     ctx = TableContext("smoke", "cpu", [0], None, tmp_path, tmp_path/"cache")
     good = pd.DataFrame({"row": ["a"], "x": ["1.00"]})

@@ -28,15 +28,16 @@ from .commands import TABLE_SCALES
 from .config import OFFICIAL_PRESETS, Config, load_config, official_preset
 
 # %% auto #0
-__all__ = ['SCALES', 'NEEDS_SURROGATE', 'TABLE_DATA', 'SMOKE_WORLDS', 'BENCHMARK_LABELS', 'COLUMN_METRICS', 'FUSION_REGIMES',
-           'CO_TRAINING', 'AT_TAD_BUDGET', 'VOLUME_SHARES', 'VERDICTS', 'ORDER', 'KERNEL_ARGS', 'DRY_RUN_DATA',
-           'repo_root', 'TableContext', 'context', 'results_dir', 'benchmark_config', 'TableData', 'table_data',
-           'table_columns', 'paper_numbers', 'paper_source', 'fusion_rows', 'volume_configs', 'share_label',
-           'volume_rows', 'headline_rows', 'few_videos', 'validation_loss', 'plateaued', 'run', 'run_rows', 'summarize',
-           'missing_columns', 'updates', 'at_budget', 'with_updates', 'Claim', 'verdict', 'check_claims',
-           'claims_markdown', 'with_equal_update_twins', 'fusion_claims', 'headline_claims', 'beside',
-           'repeated_tables', 'markdown_table', 'write_outputs', 'report', 'require_data', 'table_notebooks',
-           'claims_table', 'write_summary', 'run_tables', 'dry_run_overrides', 'write_dry_run_data', 'cmd_tables']
+__all__ = ['SCALES', 'NOT_AT_SCALE', 'TABLE_DATA', 'SMOKE_WORLDS', 'BENCHMARK_LABELS', 'SYNTHETIC_SIZES', 'BENCHMARK_NOTES',
+           'COLUMN_METRICS', 'FUSION_REGIMES', 'CO_TRAINING', 'AT_TAD_BUDGET', 'VOLUME_SHARES', 'VERDICTS', 'ORDER',
+           'KERNEL_ARGS', 'DRY_RUN_DATA', 'repo_root', 'TableContext', 'context', 'results_dir', 'benchmark_note',
+           'synthetic_size', 'benchmark_config', 'TableData', 'table_data', 'table_columns', 'paper_numbers',
+           'paper_source', 'fusion_rows', 'volume_configs', 'share_label', 'volume_rows', 'headline_rows', 'few_videos',
+           'validation_loss', 'plateaued', 'run', 'run_rows', 'summarize', 'missing_columns', 'updates', 'at_budget',
+           'with_updates', 'Claim', 'verdict', 'check_claims', 'claims_markdown', 'with_equal_update_twins',
+           'fusion_claims', 'headline_claims', 'beside', 'repeated_tables', 'markdown_table', 'machine',
+           'write_outputs', 'report', 'require_data', 'table_notebooks', 'claims_table', 'write_summary', 'run_tables',
+           'dry_run_overrides', 'write_dry_run_data', 'cmd_tables']
 
 # %% ../nbs/80_tables.ipynb #f6dbe571
 SCALES = TABLE_SCALES     # the choices of `unimd tables --scale`
@@ -86,19 +87,19 @@ def results_dir(scale: str, dry_run: bool = False) -> Path:
     return root/"paper_tables"/"results"/scale
 
 # %% ../nbs/80_tables.ipynb #8612bbc2
-NEEDS_SURROGATE = "needs the surrogate benchmark (issue 16)"
+NOT_AT_SCALE = "no benchmark stands in for this table's data at this scale"
 
-TABLE_DATA = {   # table: (the paper's data, {scale: benchmark}); None: not computed at that scale yet
-    "table1a": ("Ego4D", dict(smoke="mdsynth_tiny", synthetic="mdsynth_full", paper="ego4d")),
-    "table1b": ("Ego4D", dict(smoke="mdsynth_tiny", synthetic="mdsynth_full", paper="ego4d")),
-    "table1c": ("Ego4D", dict(smoke="mdsynth_tiny", synthetic="mdsynth_full", paper="ego4d")),
-    "table1d": ("ActivityNet", dict(smoke="mdsynth_tiny_anet", synthetic="mdsynth_full", paper="anet")),
-    "figure1b": ("ActivityNet", dict(smoke="mdsynth_tiny_anet", synthetic="mdsynth_full", paper="anet")),
-    "table2": ("Ego4D", dict(smoke="mdsynth_tiny", synthetic=None, paper="ego4d")),
-    "table3": ("Charades / Charades-STA", dict(smoke="mdsynth_tiny_charades", synthetic=None, paper="charades_i3d")),
-    "table4": ("ActivityNet / ActivityNet-Captions", dict(smoke="mdsynth_tiny_anet", synthetic=None, paper="anet")),
-    "supp_fusion_charades": ("Charades / Charades-STA", dict(smoke="mdsynth_tiny_charades", synthetic=None, paper="charades_i3d")),
-    "supp_fusion_anet": ("ActivityNet / ActivityNet-Captions", dict(smoke="mdsynth_tiny_anet", synthetic=None, paper="anet")),
+TABLE_DATA = {   # table: (the paper's data, {scale: benchmark}); None: not computed at that scale
+    "table1a": ("Ego4D", dict(smoke="mdsynth_tiny", synthetic="ego4d_ann", paper="ego4d")),
+    "table1b": ("Ego4D", dict(smoke="mdsynth_tiny", synthetic="ego4d_ann", paper="ego4d")),
+    "table1c": ("Ego4D", dict(smoke="mdsynth_tiny", synthetic="ego4d_ann", paper="ego4d")),
+    "table1d": ("ActivityNet", dict(smoke="mdsynth_tiny_anet", synthetic="anet_ann", paper="anet")),
+    "figure1b": ("ActivityNet", dict(smoke="mdsynth_tiny_anet", synthetic="anet_ann", paper="anet")),
+    "table2": ("Ego4D", dict(smoke="mdsynth_tiny", synthetic="ego4d_ann", paper="ego4d")),
+    "table3": ("Charades / Charades-STA", dict(smoke="mdsynth_tiny_charades", synthetic="charades_ann", paper="charades_i3d")),
+    "table4": ("ActivityNet / ActivityNet-Captions", dict(smoke="mdsynth_tiny_anet", synthetic="anet_ann", paper="anet")),
+    "supp_fusion_charades": ("Charades / Charades-STA", dict(smoke="mdsynth_tiny_charades", synthetic="charades_ann", paper="charades_i3d")),
+    "supp_fusion_anet": ("ActivityNet / ActivityNet-Captions", dict(smoke="mdsynth_tiny_anet", synthetic="anet_ann", paper="anet")),
     "open_vocab": ("THUMOS14 / ActivityNet, open-vocabulary class splits", dict(smoke="mdsynth_tiny", synthetic="mdsynth_small", paper=None)),
 }
 
@@ -108,7 +109,43 @@ SMOKE_WORLDS = {"mdsynth_tiny": 0, "mdsynth_tiny_charades": 1, "mdsynth_tiny_ane
 BENCHMARK_LABELS = {"mdsynth_tiny": "MD-Synth tiny (world 0)", "mdsynth_tiny_charades": "MD-Synth tiny (world 1)",
                     "mdsynth_tiny_anet": "MD-Synth tiny (world 2)", "mdsynth_full": "MD-Synth full",
                     "ego4d": "Ego4D MQ / NLQ (val)", "charades_i3d": "Charades / Charades-STA (test)",
-                    "anet": "ActivityNet-1.3 (val) / ActivityNet-Captions (val_2)"}
+                    "anet": "ActivityNet-1.3 (val) / ActivityNet-Captions (val_2)",
+                    "ego4d_ann": "ego4d_ann (Ego4D MQ / NLQ annotations, generated features)",
+                    "anet_ann": "anet_ann (ActivityNet-1.3 / Captions annotations, generated features)",
+                    "charades_ann": "charades_ann (Charades / Charades-STA annotations, generated features)"}
+
+# the synthetic scale's size of each surrogate benchmark (chosen for the CPU budget: see the text above)
+SYNTHETIC_SIZES = {
+    "ego4d_ann": dict(train_videos=150, eval_videos=100, epochs=3, ema_decay=0.95),
+    "anet_ann": dict(train_videos=100, eval_videos=60, epochs=3, ema_decay=0.95),
+    "charades_ann": dict(train_videos=200, eval_videos=100, epochs=3, ema_decay=0.95),
+}
+
+_SURROGATE = ("Metrics: the paper dataset's official evaluator on the benchmark's evaluation subset (`SYNTHETIC_SIZES`); "
+              "features generated from the TAD annotations alone (nbs/45_surrogate), MiniLM sentence embeddings standing in for CLIP.")
+BENCHMARK_NOTES = {   # said once in the notes of every table on that benchmark (below the paper scale)
+    "mdsynth": "Metrics follow the paper's columns with MD-Synth's protocol (the ActivityNet detection evaluator at tIoU "
+               "0.3:0.7 for TAD, R@k at IoU θ for MR), not the paper datasets' evaluators.",
+    "ego4d_ann": _SURROGATE + " **Its MR (NLQ) columns are near chance by construction, and so say nothing about the "
+                 "paper's MR claims:** features come from the MQ (TAD) annotations only, so an NLQ sentence can be found "
+                 "only through MQ actions inside its span, and almost no clip carries both tasks (17 of the 2,487 clips of "
+                 "the training split, 1 of the 150 at the synthetic size): an NLQ-only clip has no MQ segments, so its "
+                 "features are background only. Its TAD (MQ) columns are the ones to read.",
+    "anet_ann": _SURROGATE + " TAD detects the 200 classes with their own queries; the paper's external video-level "
+                "classifier is not used. Every video carries both tasks, so Random sampling (one stream over the union of "
+                "the videos) makes the same batches as Sync. and their rows are the same runs' numbers.",
+    "charades_ann": _SURROGATE + " TAD mAP is Charades' per-frame mAP.",
+}
+
+def benchmark_note(name: str | None) -> str:
+    "What the columns mean on benchmark `name` and what it cannot show (`BENCHMARK_NOTES`; MD-Synth for its sizes and worlds)."
+    if name is None: return ""
+    return BENCHMARK_NOTES.get(name) or (BENCHMARK_NOTES["mdsynth"] if name.startswith("mdsynth") else "")
+
+def synthetic_size(cfg: Config, train_videos: int, eval_videos: int, epochs: int, ema_decay: float) -> Config:
+    "`cfg` at the synthetic scale's size: seeded subsets of `train_videos` / `eval_videos`, `epochs` cosine epochs."
+    return cfg.copy(data=dict(options=dict(train_videos=train_videos, eval_videos=eval_videos)),
+                    train=dict(epochs=epochs, ema_decay=ema_decay))
 
 def benchmark_config(name: str) -> Config:
     "The base config of benchmark `name`: an MD-Synth size, an official preset, or `configs/<name>.yaml`."
@@ -137,8 +174,9 @@ def table_data(ctx: TableContext, table: str) -> TableData:
     paper_data, per_scale = TABLE_DATA[table]
     name = per_scale[ctx.scale]
     if name is None:
-        return TableData(table, None, None, f"not computed (the paper: {paper_data})", NEEDS_SURROGATE)
+        return TableData(table, None, None, f"not computed (the paper: {paper_data})", NOT_AT_SCALE)
     cfg = benchmark_config(name)
+    if ctx.scale == "synthetic" and name in SYNTHETIC_SIZES: cfg = synthetic_size(cfg, **SYNTHETIC_SIZES[name])
     if ctx.scale == "paper": require_data(ctx, cfg.data.dataset)
     if ctx.epochs is not None: cfg = cfg.copy(train=dict(epochs=int(ctx.epochs)))
     label = BENCHMARK_LABELS.get(name, name)
@@ -294,7 +332,7 @@ def run(ctx: TableContext, cfg: Config, regime: str, seed: int) -> dict:
         fcntl.flock(lock, fcntl.LOCK_EX)     # another notebook may be training this very run
         if not done.exists():
             set_deterministic()
-            t0 = time.time()
+            t0, c0 = time.time(), time.process_time()
             stage = regime_stages(regime, cfg)[-1]
             if pretrained: stage = stage.copy(train=dict(pretrain_from=str(pretrained)))
             tr, va = _dataset(cfg, cfg.data.train_split, ctx.settings), _dataset(cfg, cfg.data.val_split, ctx.settings)
@@ -310,12 +348,12 @@ def run(ctx: TableContext, cfg: Config, regime: str, seed: int) -> dict:
                 val_loss.append(validation_loss(trainer, va))
             metrics, _ = trainer.evaluate()
             res = dict(metrics=json.loads(json.dumps(metrics, default=float)), regime=regime, seed=seed,
-                       config=stage.to_dict(), runtime_s=round(time.time() - t0, 1), val_loss=val_loss,
+                       config=stage.to_dict(), runtime_s=round(time.time() - t0, 1), cpu_s=round(time.process_time() - c0, 1), val_loss=val_loss,
                        plateaued=plateaued(val_loss))
             tmp = done.with_suffix(".tmp"); tmp.write_text(json.dumps(res, indent=1)); os.replace(tmp, done)
             if regime not in ("tad", "mr"): (d/"last.pt").unlink(missing_ok=True)   # only pre-training sources are kept
     res = json.loads(done.read_text())
-    ctx.runs.append(dict(name=cfg.name, regime=regime, seed=seed, runtime_s=res["runtime_s"], key=d.name,
+    ctx.runs.append(dict(name=cfg.name, regime=regime, seed=seed, runtime_s=res["runtime_s"], cpu_s=res.get("cpu_s"), key=d.name,
                          plateaued=res.get("plateaued", "not recorded")))
     return res["metrics"]
 
@@ -537,11 +575,22 @@ def _git_commit() -> str:
     try: return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True).stdout.strip() or "unknown"
     except OSError: return "unknown"
 
+def machine(device: str) -> str:
+    "The machine a table ran on, for its footer: the CPU model and cores (or the GPU), and the torch threads."
+    import platform
+    import torch
+    if str(device).startswith("cuda") and torch.cuda.is_available(): return f"{torch.cuda.get_device_name()} (GPU)"
+    model = platform.processor() or platform.machine()
+    try: model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration): pass
+    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s)"
+
 def write_outputs(ctx: TableContext, name: str, table: pd.DataFrame, configs: dict | None = None, figures: dict | None = None,
                   notes: str = "", claims: pd.DataFrame | None = None, markdown: str | None = None) -> Path:
     "Write `<name>.csv`, `<name>.md`, `<name>.claims.csv`, figures and `<name>.meta.json`, each file replaced atomically."
     meta = dict(table=name, scale=ctx.scale, dry_run=ctx.dry_run, git_commit=_git_commit(), seeds=ctx.seeds, device=ctx.device,
-                runtime_s=round(time.time() - ctx.started, 1), runs=ctx.runs, notes=notes,
+                machine=machine(ctx.device), finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                runtime_s=round(time.time() - ctx.started, 1), cpu_s=round(time.process_time(), 1), runs=ctx.runs, notes=notes,
                 configs={k: c.to_dict() for k, c in (configs or {}).items() if c is not None})
     if markdown is None:
         shown = table[[c for c in table.columns if not c.endswith((" mean", " std"))]]
@@ -568,9 +617,8 @@ def report(ctx: TableContext, name: str, title: str, data: TableData, table: pd.
     if data.config is None: said.append(f"**Not computed at the `{ctx.scale}` scale: {data.reason}.** The paper's rows are shown alone.")
     else: said.append(f"Ran on {data.label}; values in %, mean ± std over seeds {ctx.seeds}"
                       + (" (dry run: one epoch on a batch of videos per task, a few evaluation videos — the numbers mean nothing)." if ctx.dry_run else "."))
-    if data.config is not None and ctx.scale != "paper":
-        said.append("Metrics follow the paper's columns with the benchmark's own protocol (MD-Synth: the ActivityNet "
-                    "detection evaluator at tIoU 0.3:0.7 for TAD, R@k at IoU θ for MR), not the paper datasets' evaluators.")
+    if data.config is not None and ctx.scale != "paper" and benchmark_note(data.benchmark):
+        said.append(benchmark_note(data.benchmark))
     for reason, rows in (not_computed or {}).items():
         said.append(f"Not computed at this scale ({reason}): " + ", ".join(rows) + ".")
     miss = missing_columns(table, columns)
@@ -655,9 +703,11 @@ def write_summary(out_dir: Path, scale: str) -> Path:
         meta = out_dir/f"{md.stem}.meta.json"
         m = json.loads(meta.read_text()) if meta.exists() else {}
         runs = {r["key"]: r["runtime_s"] for r in m.get("runs", [])}   # a run shared by several rows counts once
+        cpu = {r["key"]: r.get("cpu_s") or 0 for r in m.get("runs", [])}
         parts.append(md.read_text().strip() + f"\n\n<sub>commit {m.get('git_commit', '?')[:10]}, seeds {m.get('seeds')}, "
-                     f"device {m.get('device')}, notebook {m.get('runtime_s')} s, training {sum(runs.values()):.0f} s "
-                     f"in {len(runs)} runs (cached runs count with the time they took)</sub>\n")
+                     f"machine {m.get('machine', m.get('device'))}, finished {m.get('finished', 'not recorded')}, "
+                     f"notebook {m.get('runtime_s')} s wall / {m.get('cpu_s', '?')} s CPU, training {sum(runs.values()):.0f} s wall / "
+                     f"{sum(cpu.values()):.0f} s CPU in {len(runs)} runs (cached runs count with the time they took)</sub>\n")
     p = out_dir/"SUMMARY.md"
     p.write_text("\n\n".join(parts))
     return p
