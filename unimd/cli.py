@@ -130,6 +130,15 @@ def cmd_train(args) -> int:
         print(format_metrics(metrics))
     return 0
 
+def _only_tasks(cfg, tasks):
+    """`cfg` reading only the annotations and embeddings of `tasks` when its dataset is read from files (an adapter's
+    `tasks` option); a generated dataset (MD-Synth, Workout-Stitch) has no such option and keeps its config."""
+    from unimd.data import DataError
+    from unimd.datasets import get_adapter
+    try: get_adapter(cfg.data.dataset)
+    except DataError: return cfg
+    return cfg.copy(data=dict(options=dict(tasks=list(tasks))))
+
 def cmd_eval(args) -> int:
     "Evaluate a checkpoint (ours, or an official `.pth.tar` with its official YAML) on a split; print a table, write JSON."
     import json
@@ -162,8 +171,7 @@ def cmd_eval(args) -> int:
         load_weights(model, ck["ema"] if "ema" in ck else ck["model"], args.ckpt)
         ckpt_path = Path(args.ckpt)
     tasks = ("tad", "mr") if args.tasks == "all" else (args.tasks,) if args.tasks else cfg.train.tasks
-    # evaluating one task should not need the other task's annotations or embeddings
-    if args.tasks and args.tasks != "all": cfg = cfg.copy(data=dict(options=dict(tasks=list(tasks))))
+    if args.tasks and args.tasks != "all": cfg = _only_tasks(cfg, tasks)
     ds = build_dataset(cfg.data, args.split or cfg.data.val_split, s)
     if args.classes != "all":
         if not cfg.data.seen_classes: raise ConfigError(f"--{args.classes} needs data.seen_classes (the checkpoint's or -o data.seen_classes=FILE)")
