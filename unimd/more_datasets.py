@@ -84,8 +84,9 @@ class Thumos14(DatasetAdapter):
                                setting="[thumos14] tad_text_embeddings")
 
     def ambiguous(self, settings, split):
-        "The split's Ambiguous segments (`[thumos14] <split>_ambiguous`; empty setting: none); None when the file is missing."
+        "The split's Ambiguous segments (`[thumos14] <split>_ambiguous`; empty setting: none); None when the file (or the key) is missing."
         key = f"{split}_ambiguous"
+        if key not in settings.keys(self.section): return None     # a settings file older than the key
         if not settings.get(self.section, key): return {}
         p = self.path(settings, key, must_exist=False)
         return read_thumos14_ambiguous(p) if p.is_file() else None
