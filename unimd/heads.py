@@ -77,7 +77,7 @@ class QueryClsHead(ConvTrunk):
         "hidden: `features(...)`; queries (Q, D) or (b, Q, D); rows: which batch rows (default all)."
         if rows is not None: hidden, masks = [h[rows] for h in hidden], [m[rows] for m in masks]
         h, m = pack_levels(hidden, 0), pack_levels(masks, 0)                  # pointwise: no gaps needed
-        dots = torch.einsum("bdt,qd->btq", h, queries) if queries.dim() == 2 else torch.einsum("bdt,bqd->btq", h, queries)
+        dots = torch.matmul(h.transpose(1, 2), queries.transpose(-1, -2))  # (b, T, Q) straight from one GEMM
         out = (dots * self.cls_fn.weight + self.cls_fn.bias) * m[..., None].to(h.dtype)
         return unpack_levels(out, [x.shape[-1] for x in hidden], 0, dim=1)
 
