@@ -45,10 +45,12 @@ class ConvTrunk(nn.Module):
 
     def trunk(self, x, mask, real=None):
         "`real`: (T,) 1 on the packed levels' columns, 0 on the gaps between them (None: one level)."
+        fresh = not torch.is_grad_enabled()      # without autograd, each layer's fresh output may be overwritten
         for i, (conv, norm) in enumerate(zip(self.head, self.norm)):
             x, _ = conv(x, mask)
-            if self.norm_last or i < len(self.head) - 1: x = self.act(norm(x))
-            if real is not None and i < len(self.head) - 1: x = x * real      # the next conv must read zero gaps
+            if self.norm_last or i < len(self.head) - 1: x = norm(x).relu_() if fresh else self.act(norm(x))
+            if real is not None and i < len(self.head) - 1:                  # the next conv must read zero gaps
+                x = x.mul_(real) if fresh else x * real
         return x
 
     def features(self, feats, masks):
@@ -155,4 +157,7 @@ class QueryRegHead(ConvTrunk):
                 o = F.conv1d(hp.reshape(1, b * D, -1), w.reshape(b * Q * 2, D, self.k), c.reshape(b * Q * 2),
                              padding=pad, groups=b)
             o = unpack_levels(o.view(b, Q, 2, T).permute(0, 3, 1, 2), lengths, self.gap, dim=1)
-        return [F.relu(self.scale[l](x * m[:, :, None, None].to(x.dtype))) for l, (x, m) in enumerate(zip(o, masks))]
+        if torch.is_grad_enabled():
+            return [F.relu(self.scale[l](x * m[:, :, None, None].to(x.dtype))) for l, (x, m) in enumerate(zip(o, masks))]
+        # the same products in the same order, the masked copy then scaled and rectified in place
+        return [(x * m[:, :, None, None].to(x.dtype)).mul_(self.scale[l].scale).relu_() for l, (x, m) in enumerate(zip(o, masks))]
