@@ -48,6 +48,15 @@ def nms_per_video(segs, scores, labels, rows, n_videos: int, test_cfg) -> list:
     """NMS of the candidates of many videos in one call (`rows` (N,) says whose each is, 0 ≤ row < `n_videos`): per
     video, the kept (segments, scores, labels) in grid units, scores descending, at most `max_seg_num`."""
     t = test_cfg
+    if not t.multiclass_nms and t.nms_method != "none":       # class-agnostic NMS (with voting): per video
+        out = []
+        for i in range(n_videos):
+            r = rows == i
+            s, sc, lab = batched_nms(segs[r], scores[r], labels[r], t.iou_threshold, t.min_score, t.max_seg_num,
+                                     t.nms_method == "soft", False, t.nms_sigma, t.voting_thresh, t.nms_backend)
+            o = torch.argsort(sc, descending=True, stable=True)[:t.max_seg_num]
+            out.append((s[o], sc[o], lab[o]))
+        return out
     group = rows * (int(labels.max()) + 1 if len(labels) else 1) + labels
     if t.nms_method == "soft" and t.multiclass_nms:
         keep, new_scores = nms_groups(segs, scores, group, "gaussian", t.iou_threshold, t.nms_sigma, t.min_score,
@@ -57,22 +66,15 @@ def nms_per_video(segs, scores, labels, rows, n_videos: int, test_cfg) -> list:
         new_scores = scores[keep]
     else:
         keep, new_scores = torch.arange(len(scores)), scores
-    segs_k, labels_k, rows_k = segs[keep], labels[keep], rows[keep]
-    # per video: scores descending, ties in NMS output order (a stable sort per video), all videos in one sort
+    rows_k = rows[keep]
+    # per video: scores descending, ties in NMS output order (a stable sort per video), all videos in one sort; then
+    # the first `max_seg_num` of each video, gathered once and split into per-video views
     order = torch.from_numpy(np.lexsort((np.arange(len(keep)), -new_scores.numpy(), rows_k.numpy())))
-    counts = torch.bincount(rows_k, minlength=n_videos).tolist()
-    out = []
-    for i, o in enumerate(torch.split(order, counts)):
-        if not t.multiclass_nms and t.nms_method != "none":
-            r = rows == i
-            s, sc, lab = batched_nms(segs[r], scores[r], labels[r], t.iou_threshold, t.min_score, t.max_seg_num,
-                                     t.nms_method == "soft", False, t.nms_sigma, t.voting_thresh, t.nms_backend)
-            o2 = torch.argsort(sc, descending=True, stable=True)[:t.max_seg_num]
-            out.append((s[o2], sc[o2], lab[o2]))
-        else:
-            o = o[:t.max_seg_num]        # already in score order
-            out.append((segs_k[o], new_scores[o], labels_k[o]))
-    return out
+    counts = torch.bincount(rows_k, minlength=n_videos)
+    rank = torch.arange(len(order)) - (torch.cumsum(counts, 0) - counts).repeat_interleave(counts)
+    first = order[rank < t.max_seg_num]
+    take, sizes = keep[first], counts.clamp(max=t.max_seg_num).tolist()
+    return list(zip(segs[take].split(sizes), new_scores[first].split(sizes), labels[take].split(sizes)))
 
 def decode_candidates(segs, scores, labels, rows, metas, test_cfg) -> list:
     """NMS and time conversion of the candidates of many videos at once: `rows` (N,) indexes `metas` (one dict per
