@@ -55,10 +55,10 @@ from softnms import charades_like, ego4d_like  # noqa: E402  (the Soft-NMS workl
 from unimd import nms as N  # noqa: E402
 from unimd.compat import import_open_clip  # noqa: E402
 from unimd.data import TaskAnnotation, VideoSample, collate  # noqa: E402
-from unimd.decode import predict  # noqa: E402
+from unimd.decode import nms_per_video, predict  # noqa: E402
 from unimd.losses import UniMDLoss  # noqa: E402
 from unimd.model import UniMD  # noqa: E402
-from unimd.official import to_official_state_dict, translate_official_config  # noqa: E402
+from unimd.official import official_key_map, to_official_state_dict, translate_official_config  # noqa: E402
 from unimd.train import EMA, param_groups  # noqa: E402
 
 EGO4D_YAML = "configs/ego4d/ego4d_vmaeVerb_convnext_35e_stop15e.yaml"
@@ -182,6 +182,12 @@ def nms_workloads(scale):
     video, qi = vid_q[q], label_q[q]
     cha = dict(name="Charades-STA-like", segs=segs, scores=scores, labels=qi, video=video,
                cfg=dict(iou_threshold=0.1, min_score=0.001, sigma=0.5, max_seg_num=200))
+    for w in (ego, cha):
+        # each side's input as its evaluation has it, prepared outside the timing: the official code's evaluation
+        # loop holds one video's candidates at a time (`parts`), ours a batch's candidates with their row (`rows`)
+        w["parts"] = split_by_video(w)
+        w["ids"] = torch.tensor([v for v, _ in w["parts"]])
+        w["rows"] = torch.searchsorted(w["ids"], w["video"])
     return [ego, cha]
 
 
@@ -193,31 +199,18 @@ def split_by_video(w):
 
 
 def ours_eval_nms(w):
-    "What our evaluation runs for these candidates (the library's function when present, else the old per-batch path)."
+    "What our evaluation runs for these candidates: `unimd.decode.nms_per_video`, every video in one Soft-NMS call."
     c = w["cfg"]
-    if hasattr(N, "nms_videos"):
-        return N.nms_videos(w["segs"], w["scores"], w["labels"], w["video"], "gaussian", c["iou_threshold"], c["sigma"],
-                            c["min_score"], c["max_seg_num"])
-    # before: evaluate() decoded batches of 8 videos, each one nms_groups call and a per-video selection
-    out = {}
-    parts = split_by_video(w)
-    for b in range(0, len(parts), 8):
-        chunk = parts[b:b + 8]
-        idx = torch.cat([i for _, i in chunk])
-        s, sc, lab, v = w["segs"][idx], w["scores"][idx], w["labels"][idx], w["video"][idx]
-        Q = int(lab.max()) + 1
-        keep, new = N.nms_groups(s, sc, v * Q + lab, "gaussian", c["iou_threshold"], c["sigma"], c["min_score"],
-                                 c["max_seg_num"])
-        for vid, _ in chunk:
-            sel = v[keep] == vid
-            o = torch.argsort(new[sel], descending=True, stable=True)[:c["max_seg_num"]]
-            out[vid] = (s[keep][sel][o], new[sel][o], lab[keep][sel][o])
-    return out
+    test = types.SimpleNamespace(nms_method="soft", multiclass_nms=True, iou_threshold=c["iou_threshold"],
+                                 nms_sigma=c["sigma"], min_score=c["min_score"], max_seg_num=c["max_seg_num"],
+                                 voting_thresh=0.75, nms_backend="auto")
+    out = nms_per_video(w["segs"], w["scores"], w["labels"], w["rows"], len(w["ids"]), test)
+    return {int(v): o for v, o in zip(w["ids"], out)}
 
 
 def ours_per_video_nms(w):
     c, out = w["cfg"], {}
-    for vid, idx in split_by_video(w):
+    for vid, idx in w["parts"]:
         out[vid] = N.batched_nms(w["segs"][idx], w["scores"][idx], w["labels"][idx], c["iou_threshold"], c["min_score"],
                                  c["max_seg_num"], True, True, c["sigma"])
     return out
@@ -225,7 +218,7 @@ def ours_per_video_nms(w):
 
 def official_nms(off, w):
     c, out = w["cfg"], {}
-    for vid, idx in split_by_video(w):
+    for vid, idx in w["parts"]:
         out[vid] = off.batched_nms(w["segs"][idx], w["scores"][idx], w["labels"][idx], c["iou_threshold"],
                                    c["min_score"], c["max_seg_num"], use_soft_nms=True, multiclass=True, sigma=c["sigma"])
     return out
@@ -470,13 +463,29 @@ def bench_equality(off, args, rows):
     clip = ocfg["train_cfg"]["clip_grad_l2norm"]
     rel = lambda a, b: abs(a - b) / max(abs(b), 1e-30)
 
-    # The BiFPN's 1x1 convs feed BatchNorm: their biases have a zero gradient in exact arithmetic, so the float32
-    # gradient is rounding noise, which AdamW's first steps turn into +-lr (its update is g / (|g| + eps)). They
-    # cannot change any output and are reported apart. Integer buffers (BatchNorm's num_batches_tracked) too: the
-    # official ModelEma averages them like weights (and truncates), ours copies them; BatchNorm with a momentum
-    # never reads them.
-    noise = lambda k: ".ft_modules." in k and k.endswith(".conv.bias")
-
+    # Some parameters have a zero gradient in exact arithmetic: biases whose per-channel constant a following
+    # BatchNorm removes (the BiFPN's 1x1 convs; the last downsampling's LayerNorm and conv, which only feed the
+    # BiFPN's top node). Their float32 gradient is rounding noise, which AdamW's first steps turn into +-lr (its update
+    # is g / (|g| + eps)); they cannot change any output. They are found, not named: a float64 copy of our model takes
+    # the first 5 batches, and a tensor whose float64 gradient is below 1e-12 of the largest on each is reported apart.
+    # Integer buffers (BatchNorm's num_batches_tracked) too: the official ModelEma averages them like weights (and
+    # truncates), ours copies them; BatchNorm with a momentum never reads them.
+    probe = copy.deepcopy(ours).double()
+    probe_loss = UniMDLoss(tc, ours.strides, cfg.model.regression_range, num_classes=n_cls)   # its own normaliser state
+    zero_grad = None
+    for samples in batches[:5]:                  # zero on every probed batch, not by chance on one
+        pb = collate(samples, cfg.data.max_seq_len, training=True, max_stride=ours.max_stride)
+        pb.feats = pb.feats.double()
+        for tb in pb.tasks.values(): tb.queries = tb.queries.double()
+        probe.zero_grad(set_to_none=True)
+        probe_loss(probe(pb), pb)["total"].backward()
+        grads = {k: p.grad for k, p in probe.named_parameters() if p.grad is not None}
+        top = max(float(g.abs().max()) for g in grads.values())
+        zero = {o.removeprefix("module.") for o, k in official_key_map(probe).items()
+                if k in grads and float(grads[k].abs().max()) <= 1e-12 * top}
+        zero_grad = zero if zero_grad is None else zero_grad & zero
+    del probe
+    noise = lambda k: k in zero_grad
     def sd_diff(a_model, b_sd, keep):
         a_sd = {k.removeprefix("module."): v for k, v in to_official_state_dict(a_model).items()}
         worst, where = 0.0, ""
@@ -525,8 +534,9 @@ def bench_equality(off, args, rows):
             print(f"{r['step']:4d}  {r['loss_ours']:.6g} / {r['loss_official']:.6g}  {r['loss_rel']:.1e}  {r['lr_rel']:.1e}  "
                   f"{r['grad_norm_rel']:.1e}  {r['weights_rel']:.1e} ({r['weights_worst']})  {r['ema_rel']:.1e} ({r['ema_worst']})")
     print("first step beyond 1e-5 relative:", "none" if first is None else f"{first[0]} ({', '.join(first[1])})")
-    print(f"apart: biases feeding BatchNorm differ by up to {max(r['bn_fed_bias_rel'] for r in log):.1e} relative "
-          f"(gradient noise, see the comment in bench_equality); EMA integer buffers equal at every step: "
+    print(f"apart: {len(zero_grad)} tensors with a zero gradient in exact arithmetic ({', '.join(sorted(zero_grad))}) differ by up to "
+          f"{max(r['bn_fed_bias_rel'] for r in log):.1e} relative (rounding noise turned into +-lr by AdamW, see "
+          f"bench_equality); EMA integer buffers equal at every step: "
           f"{all(r['ema_int_buffers_equal'] for r in log)}")
     worst = {k: max(r[k] for r in log) for k in ("loss_rel", "lr_rel", "grad_norm_rel", "weights_rel", "ema_rel")}
     rows.append(dict(workload=f"training equality, {args.steps} steps ({yaml_path.name})", official="-", ours="-", ratio=None,

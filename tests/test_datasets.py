@@ -413,3 +413,20 @@ def test_trains_and_evaluates_from_feature_files(tmp_path):
     half = apply_data_ratios(ds, {"tad": 0.5, "mr": 0.5}, seed=1)
     assert type(half) is type(ds) and torch.is_tensor(half[0].feats) and half[0].feats.shape == ds[0].feats.shape
     assert len(half.pairs.tad) == round(0.5 * len(ds.pairs.tad)) and len(half) == len(ds)
+
+
+def test_thumos14_ambiguous_segments_from_the_official_annotation(tmp_path):
+    "ActionFormer's json has no Ambiguous segments; the adapter reads them from the official annotation for the online metrics."
+    import pandas as pd
+    csv = data("thumos14", "test_Annotation.csv")
+    s = settings_for(tmp_path, **{"thumos14.annotations": data("thumos14", "thumos14_actionformer_format.json")})
+    te, _ = read_actionformer_json(s.path_of("thumos14", "annotations"), "test")
+    amb = pd.read_csv(csv).query("type == 'Ambiguous'")
+    vids = [r.video_id for r in te if r.video_id in set(amb.video)][:5] + [r.video_id for r in te if r.video_id not in set(amb.video)][:3]
+    write_fake_files("thumos14", s, "test", dict(feature_dims=[8]), video_ids=vids)
+    without, _ = build("thumos14", "test", s, feature_dims=[8], allow_missing=True)     # the default file is not there
+    assert without.ambiguous is None
+    th, _ = build("thumos14", "test", settings_for(tmp_path, **{"thumos14.annotations": s.path_of("thumos14", "annotations"),
+                                                                "thumos14.test_ambiguous": csv}), feature_dims=[8], allow_missing=True)
+    assert sorted(th.ambiguous) == sorted(vids[:5])
+    for v in vids[:5]: assert th.ambiguous[v].tolist() == amb[amb.video == v][["start", "end"]].to_numpy().tolist()

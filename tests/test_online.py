@@ -3,17 +3,23 @@ import numpy as np
 import pytest
 import torch
 
+from dataclasses import replace
+
 from unimd.config import ModelConfig, config_from_dict
+from unimd.data import DataError, grid_to_sec
 from unimd.detect import DetectError, Detector
-from unimd.evaluators import frame_ap, online_frame_map
+from unimd.evaluators import frame_ap, frame_labels, online_frame_map
 from unimd.model import UniMD
-from unimd.online import FrameScorer, RunSegmenter, StreamingUniMD, frame_scores, level_outputs
+from unimd.more_datasets import read_thumos14_ambiguous
+from unimd.online import (FrameScorer, RunSegmenter, StreamingUniMD, ambiguous_steps, frame_scores, level_outputs,
+                          online_eval)
+from unimd.synth import make_mdsynth
 
 
 def small(causal=True, seed=0, **kw):
     torch.manual_seed(seed)
-    cfg = ModelConfig(input_dim=8, embd_dim=16, fpn_dim=16, head_dim=12, text_dim=12, query_fc_dim=12, max_seq_len=64,
-                      causal=causal, **kw)
+    cfg = ModelConfig(**{**dict(input_dim=8, embd_dim=16, fpn_dim=16, head_dim=12, text_dim=12, query_fc_dim=12,
+                                max_seq_len=64), **kw}, causal=causal)
     m = UniMD(cfg).eval()
     with torch.no_grad():  # random weights everywhere (the official init zeroes biases, layer scales start at 1e-6)
         for name, p in m.named_parameters():
@@ -117,3 +123,36 @@ def test_online_frame_map_ignores_ambiguous_frames_and_empty_classes():
     assert online_frame_map(s, y)["AP_per_class"][0] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="bool"): online_frame_map(s, y.astype(int))
     with pytest.raises(ValueError, match="ambiguous"): online_frame_map(s, y, ambiguous=np.zeros(3, bool))
+
+
+
+def test_ambiguous_frames_are_left_out_of_the_online_metrics(tmp_path):
+    # THUMOS14's Ambiguous segments: the official per-class layout, and the CSV of the whole annotation
+    (tmp_path/"Ambiguous_test.txt").write_text("video_test_0000004  1.0 2.5\nvideo_test_0000004 10 12\n\nvideo_test_0000007 0.0 0.4\n")
+    txt = read_thumos14_ambiguous(tmp_path/"Ambiguous_test.txt")
+    assert txt["video_test_0000004"].tolist() == [[1.0, 2.5], [10.0, 12.0]] and txt["video_test_0000007"].tolist() == [[0.0, 0.4]]
+    (tmp_path/"a.csv").write_text("video,type,type_idx,start,end\nv1,CricketBowling,23,0.2,1.1\nv1,Ambiguous,0,3.0,4.5\n")
+    assert {k: v.tolist() for k, v in read_thumos14_ambiguous(tmp_path/"a.csv").items()} == {"v1": [[3.0, 4.5]]}
+    (tmp_path/"bad.txt").write_text("v1 1.0\n")
+    with pytest.raises(DataError, match=r"bad.txt:1: expected 'video start end'"): read_thumos14_ambiguous(tmp_path/"bad.txt")
+    # a step is ambiguous by the rule that makes a step positive: its grid position lies inside the segment
+    class Grid: fps, feat_stride, num_frames = 1.0, 1.0, 1.0      # step i is at grid i, second i + 0.5
+    assert ambiguous_steps(Grid, [[2.5, 4.5]], 8).tolist() == [False, False, True, True, True, False, False, False]
+    assert not ambiguous_steps(Grid, None, 3).any()
+    # online_eval on one video with 3 ambiguous steps = online_frame_map of its scores with those steps masked by hand
+    ds = make_mdsynth("tiny", seed=0, split="val")
+    s = ds.samples[0]
+    model = small(seed=3, input_dim=32, head_dim=32, text_dim=32, query_fc_dim=32, max_seq_len=160)
+    one = ds.with_samples([x if x.video_id == s.video_id else replace(x, tad=None) for x in ds.samples])
+    with torch.no_grad():
+        f = frame_scores(*level_outputs(model, s.feats[None], s.tad.queries), model.strides, s.num_steps, horizon=64)[0].numpy()
+    lab = frame_labels(np.arange(s.num_steps), s.tad.segments.numpy(), s.tad.labels.numpy(), len(ds.class_names))
+    c = int(np.ceil(float(s.tad.segments[0, 0])))               # steps c, c + 1, c + 2 of the first instance
+    mask = np.isin(np.arange(s.num_steps), [c, c + 1, c + 2])
+    one.ambiguous = {s.video_id: grid_to_sec(np.array([[c - 0.3, c + 2.3]]), s.fps, s.feat_stride, s.num_frames)}
+    got, plain = online_eval(model, one, "causal"), online_eval(model, ds.with_samples(one.samples), "causal")
+    want = online_frame_map(f, lab, mask)
+    assert abs(got["frame_mAP"] - want["mAP"]) < 1e-12 and abs(got["frame_cAP"] - want["cAP"]) < 1e-12
+    assert abs(plain["frame_mAP"] - online_frame_map(f, lab)["mAP"]) < 1e-12 and got["frame_mAP"] != plain["frame_mAP"]
+    one.ambiguous = None                                    # THUMOS14 without its ambiguous file: said, not silent
+    with pytest.warns(UserWarning, match="ambiguous segments is missing"): online_eval(model, one, "causal")

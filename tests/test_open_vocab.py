@@ -57,6 +57,9 @@ def test_cli_open_vocab_and_online(tmp_path, capsys):
     assert ck["config"]["model"]["causal"] is True and ck["meta"]["class_names"] == ds.class_names[:4]
     assert main(["eval", "--ckpt", str(run/"last.pt"), "--unseen", "--out", str(tmp_path/"u.json")]) == 0
     assert "mAP" in json.loads((tmp_path/"u.json").read_text())["tad"]
+    # --tasks on a generated dataset: MD-Synth has no `tasks` data option, so only the evaluated tasks change
+    assert main(["eval", "--ckpt", str(run/"last.pt"), "--tasks", "tad", "--out", str(tmp_path/"t.json")]) == 0
+    assert list(json.loads((tmp_path/"t.json").read_text())) == ["tad"]
     # predict --online: the four seen classes (stored in the checkpoint) over one validation video, 8 steps per push
     np.save(tmp_path/"f.npy", ds.samples[0].feats.T.numpy())
     capsys.readouterr()
@@ -67,3 +70,31 @@ def test_cli_open_vocab_and_online(tmp_path, capsys):
     import pandas as pd
     scores = pd.read_csv(tmp_path/"s.csv")
     assert list(scores.columns) == ["step", "time", *ds.class_names[:4]] and len(scores) == ds.samples[0].num_steps
+
+
+def test_protocol_splits_of_the_real_class_lists(tmp_path, capsys):
+    "THUMOS14 (20 classes) and ActivityNet-1.3 (200) read by their own readers of the official annotation files."
+    from conftest import shared_path
+    from unimd.open_vocab import PROTOCOL, dataset_class_names, write_protocol_splits
+    from unimd.settings import load_settings
+    th = shared_path("data", "thumos14", "thumos14_actionformer_format.json")
+    shared_path("data", "activitynet", "anet13", "activitynet_v1-3_action_label_mapping.json")
+    s = load_settings(overrides=[f"thumos14.annotations={th}"])
+    names = dataset_class_names("thumos14", s)
+    assert len(names) == 20 and names[0] == "BaseballPitch" and "CricketBowling" in names
+    anet = dataset_class_names("anet_ann", s)
+    assert len(anet) == 200 and len(set(anet)) == 200
+    out = write_protocol_splits("anet_ann", tmp_path/"anet", s)
+    assert read_class_names(out/"classes.txt") == anet and PROTOCOL == dict(fractions=(0.75, 0.5), n_splits=10, seed=0)
+    for frac, n_seen in ((75, 150), (50, 100)):
+        seen = [read_class_names(out/f"seen_{frac}_{k}.txt") for k in range(10)]
+        assert all(len(x) == n_seen and not set(x) & set(read_class_names(out/f"unseen_{frac}_{k}.txt")) for k, x in enumerate(seen))
+        assert len({tuple(x) for x in seen}) == 10
+    # the command: same files from the same seed
+    capsys.readouterr()
+    assert main(["data", "splits", "--dataset", "thumos14", "--out", str(tmp_path/"th"), "--set", f"thumos14.annotations={th}"]) == 0
+    assert "thumos14: 20 classes; 10 splits of each of 75/25, 50/50 (seed 0)" in capsys.readouterr().out
+    assert read_class_names(tmp_path/"th"/"seen_50_3.txt") == class_splits(names, 0.5, 10, 0)[3][0]
+    assert len(list((tmp_path/"th").glob("*.txt"))) == 41
+    assert main(["data", "splits", "--dataset", "mdsynth", "--out", str(tmp_path/"x")]) == 2    # not read from files
+    assert "mdsynth" in capsys.readouterr().err

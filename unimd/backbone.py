@@ -35,7 +35,9 @@ class MaskedConv1d(nn.Module):
             raise ValueError(f"sequence length {x.shape[-1]} is not divisible by the stride {self.stride}")
         out_mask = downsample_mask(mask, self.stride)
         if self.left_pad: x = F.pad(x, (self.left_pad, 0))
-        return self.conv(x) * out_mask[:, None, :].to(x.dtype), out_mask
+        y, m = self.conv(x), out_mask[:, None, :].to(x.dtype)
+        # without autograd the product can overwrite the conv's output: same numbers, one buffer less
+        return (y.mul_(m) if not torch.is_grad_enabled() else y * m), out_mask
 
 # %% ../nbs/12_backbone.ipynb #6e37e8e1
 class ChannelLayerNorm(nn.Module):
@@ -49,7 +51,11 @@ class ChannelLayerNorm(nn.Module):
     def forward(self, x):
         mu = x.mean(1, keepdim=True)
         res = x - mu
-        return res / torch.sqrt((res ** 2).mean(1, keepdim=True) + self.eps) * self.weight + self.bias
+        if torch.is_grad_enabled():
+            return res / torch.sqrt((res ** 2).mean(1, keepdim=True) + self.eps) * self.weight + self.bias
+        # inference: the same operations in the same order, in place (no autograd graph to keep the inputs for)
+        std = torch.sqrt(res.square().mean(1, keepdim=True).add_(self.eps))
+        return res.div_(std).mul_(self.weight).add_(self.bias)
 
 class ConvNeXtLayerNorm(nn.Module):
     "ConvNeXt's LayerNorm (eps 1e-6, weight/bias of shape (C,)) for channels-last or channels-first (B, C, T) input."

@@ -105,30 +105,42 @@ def cmd_train(args) -> int:
     # a torchrun started by hand)
     owner = not os.environ.get("UNIMD_RUN_LOCKED") and int(os.environ.get("RANK", "0")) == 0
     lock = prepare_run_folder(out, args.resume, args.overwrite) if owner else None   # held until this command returns
-    if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        os.environ["UNIMD_RUN_LOCKED"] = "1"
-        return launch(sys.argv[1:], args.nproc)
-    set_deterministic()
-    rank, world, device = init_from_env(device)
-    tr, va = build_dataset(cfg.data, cfg.data.train_split, s), build_dataset(cfg.data, cfg.data.val_split, s)
-    if cfg.data.seen_classes:  # open-vocabulary protocol: train (and validate) on the seen classes only
-        tr, va = class_subset(tr, cfg.data.seen_classes, "seen"), class_subset(va, cfg.data.seen_classes, "seen", False)
-    if not args.no_eval and not any(va.videos_with(t) for t in cfg.train.tasks):
-        raise DataError(f"data.val_split={cfg.data.val_split!r}: {va.name}/{va.split} has {len(va)} videos and no ground truth for "
-                        f"{', '.join(cfg.train.tasks)}: nothing to evaluate. Choose a split with annotations or pass --no-eval")
-    if rank == 0: print(f"train: {tr}\nval:   {va}\nrun:   {out}" + (f"\nDDP:   {world} processes" if world > 1 else ""))
-    t = Trainer(cfg, tr, out, va, device=device)
-    t.command = _command_line(args)
-    if args.resume and ckpt.exists():
-        t.load(ckpt, args.allow_safe_changes)
-        if rank == 0: print(f"resumed after epoch {t.epoch}")
-    elif args.resume and rank == 0: print(f"nothing to resume in {out}: starting a new run")
-    metrics = t.fit(evaluate_at_end=not args.no_eval)
-    if metrics and rank == 0:
-        metrics = _json_metrics(metrics)
-        (out/"metrics.json").write_text(json.dumps(metrics, indent=1))
-        print(format_metrics(metrics))
-    return 0
+    try:
+        if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+            os.environ["UNIMD_RUN_LOCKED"] = "1"
+            return launch(sys.argv[1:], args.nproc)
+        set_deterministic()
+        rank, world, device = init_from_env(device)
+        tr, va = build_dataset(cfg.data, cfg.data.train_split, s), build_dataset(cfg.data, cfg.data.val_split, s)
+        if cfg.data.seen_classes:  # open-vocabulary protocol: train (and validate) on the seen classes only
+            tr, va = class_subset(tr, cfg.data.seen_classes, "seen"), class_subset(va, cfg.data.seen_classes, "seen", False)
+        if not args.no_eval and not any(va.videos_with(t) for t in cfg.train.tasks):
+            raise DataError(f"data.val_split={cfg.data.val_split!r}: {va.name}/{va.split} has {len(va)} videos and no ground truth for "
+                            f"{', '.join(cfg.train.tasks)}: nothing to evaluate. Choose a split with annotations or pass --no-eval")
+        if rank == 0: print(f"train: {tr}\nval:   {va}\nrun:   {out}" + (f"\nDDP:   {world} processes" if world > 1 else ""))
+        t = Trainer(cfg, tr, out, va, device=device)
+        t.command = _command_line(args)
+        if args.resume and ckpt.exists():
+            t.load(ckpt, args.allow_safe_changes)
+            if rank == 0: print(f"resumed after epoch {t.epoch}")
+        elif args.resume and rank == 0: print(f"nothing to resume in {out}: starting a new run")
+        metrics = t.fit(evaluate_at_end=not args.no_eval)
+        if metrics and rank == 0:
+            metrics = _json_metrics(metrics)
+            (out/"metrics.json").write_text(json.dumps(metrics, indent=1))
+            print(format_metrics(metrics))
+        return 0
+    finally:   # released here, not whenever the frame is collected: a caller may train again in this process
+        if lock is not None: lock.release()
+
+def _only_tasks(cfg, tasks):
+    """`cfg` reading only the annotations and embeddings of `tasks` when its dataset is read from files (an adapter's
+    `tasks` option); a generated dataset (MD-Synth, Workout-Stitch) has no such option and keeps its config."""
+    from unimd.data import DataError
+    from unimd.datasets import get_adapter
+    try: get_adapter(cfg.data.dataset)
+    except DataError: return cfg
+    return cfg.copy(data=dict(options=dict(tasks=list(tasks))))
 
 def cmd_eval(args) -> int:
     "Evaluate a checkpoint (ours, or an official `.pth.tar` with its official YAML) on a split; print a table, write JSON."
@@ -162,8 +174,7 @@ def cmd_eval(args) -> int:
         load_weights(model, ck["ema"] if "ema" in ck else ck["model"], args.ckpt)
         ckpt_path = Path(args.ckpt)
     tasks = ("tad", "mr") if args.tasks == "all" else (args.tasks,) if args.tasks else cfg.train.tasks
-    # evaluating one task should not need the other task's annotations or embeddings
-    if args.tasks and args.tasks != "all": cfg = cfg.copy(data=dict(options=dict(tasks=list(tasks))))
+    if args.tasks and args.tasks != "all": cfg = _only_tasks(cfg, tasks)
     ds = build_dataset(cfg.data, args.split or cfg.data.val_split, s)
     if args.classes != "all":
         if not cfg.data.seen_classes: raise ConfigError(f"--{args.classes} needs data.seen_classes (the checkpoint's or -o data.seen_classes=FILE)")

@@ -249,6 +249,8 @@ class VideoDataset:
         self.name, self.split, self.samples = name, split, list(samples)
         self.class_names, self.tad_queries = class_names, tad_queries
         self.text_spec, self.feature_spec = text_spec or {}, feature_spec or {}
+        # video id → (K, 2) seconds that per-frame metrics leave out (THUMOS14's "Ambiguous" segments)
+        self.ambiguous: dict = {}
         self._index = {s.video_id: i for i, s in enumerate(self.samples)}
         if len(self._index) != len(self.samples): raise DataError(f"{name}/{split}: duplicate video ids")
 

@@ -599,6 +599,9 @@ class DatasetAdapter:
         "Record class ids → rows of the TAD query matrix (identity; ActivityNet's query average maps all to 0)."
         return labels
     def rule(self, split: str, o: dict) -> str: return self.segment_rule
+    def ambiguous(self, settings, split: str) -> dict:
+        "{video id: (K, 2) seconds} of `split` that per-frame metrics leave out (none but THUMOS14's); None: unknown, its file is missing."
+        return {}
     def mr_saliency(self, rec: VideoRecord, queries, T: int, grid: tuple):
         "(len(queries), T) graded saliency labels of the record's MR `queries` on its T steps (grid: fps, stride, frames), or None (most datasets have none)."
         return None
@@ -759,6 +762,8 @@ def build(adapter: DatasetAdapter, options: dict | None, split: str, settings=No
                         adapter.text_spec(settings, o, tad_emb, mr_emb), adapter.feature_spec(o, features),
                         records=records, feature_of=feature_of, adapter=adapter, settings=settings, options=o,
                         cleaning=counts, missing=reports, mr_kept=mr_kept)
+    amb = adapter.ambiguous(settings, split) if "tad" in tasks else {}
+    ds.ambiguous = None if amb is None else {v: a for v, a in amb.items() if v in ds._index}
     return ds.check(text_dim=o["text_dim"])
 
 # %% ../nbs/40_datasets.ipynb #d9484fa1

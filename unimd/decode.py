@@ -13,8 +13,8 @@ import torch
 from .nms import _hard, batched_nms, nms_groups, seg_voting
 
 # %% auto #0
-__all__ = ['candidates', 'to_seconds', 'decode_candidates', 'decode_task', 'step_saliency', 'clip_saliency', 'predict',
-           'predict_batches']
+__all__ = ['candidates', 'to_seconds', 'nms_per_video', 'decode_candidates', 'decode_task', 'step_saliency', 'clip_saliency',
+           'predict', 'predict_batches']
 
 # %% ../nbs/19_decode.ipynb #75d70687
 def candidates(out, tb, strides, test_cfg):
@@ -44,10 +44,19 @@ def to_seconds(segs, fps, feat_stride, num_frames, duration):
     segs = torch.where(segs <= 0.0, segs * 0.0, segs)
     return torch.where(segs >= duration, segs * 0.0 + duration, segs)
 
-def decode_candidates(segs, scores, labels, rows, metas, test_cfg) -> list:
-    """NMS and time conversion of the candidates of many videos at once: `rows` (N,) indexes `metas` (one dict per
-    video). Returns a list of {video_id, segments (M, 2) s, scores (M,), labels (M,)}, one per entry of `metas`."""
+def nms_per_video(segs, scores, labels, rows, n_videos: int, test_cfg) -> list:
+    """NMS of the candidates of many videos in one call (`rows` (N,) says whose each is, 0 ≤ row < `n_videos`): per
+    video, the kept (segments, scores, labels) in grid units, scores descending, at most `max_seg_num`."""
     t = test_cfg
+    if not t.multiclass_nms and t.nms_method != "none":       # class-agnostic NMS (with voting): per video
+        out = []
+        for i in range(n_videos):
+            r = rows == i
+            s, sc, lab = batched_nms(segs[r], scores[r], labels[r], t.iou_threshold, t.min_score, t.max_seg_num,
+                                     t.nms_method == "soft", False, t.nms_sigma, t.voting_thresh, t.nms_backend)
+            o = torch.argsort(sc, descending=True, stable=True)[:t.max_seg_num]
+            out.append((s[o], sc[o], lab[o]))
+        return out
     group = rows * (int(labels.max()) + 1 if len(labels) else 1) + labels
     if t.nms_method == "soft" and t.multiclass_nms:
         keep, new_scores = nms_groups(segs, scores, group, "gaussian", t.iou_threshold, t.nms_sigma, t.min_score,
@@ -57,21 +66,22 @@ def decode_candidates(segs, scores, labels, rows, metas, test_cfg) -> list:
         new_scores = scores[keep]
     else:
         keep, new_scores = torch.arange(len(scores)), scores
-    segs_k, labels_k, rows_k = segs[keep], labels[keep], rows[keep]
-    # per video: scores descending, ties in NMS output order (a stable sort per video), all videos in one sort
+    rows_k = rows[keep]
+    # per video: scores descending, ties in NMS output order (a stable sort per video), all videos in one sort; then
+    # the first `max_seg_num` of each video, gathered once and split into per-video views
     order = torch.from_numpy(np.lexsort((np.arange(len(keep)), -new_scores.numpy(), rows_k.numpy())))
-    counts = torch.bincount(rows_k, minlength=len(metas)).tolist()
-    results = []
-    for i, (m, o) in enumerate(zip(metas, torch.split(order, counts))):
-        s, sc, lab = segs_k[o], new_scores[o], labels_k[o]
-        if not t.multiclass_nms and t.nms_method != "none":
-            r = rows == i
-            s, sc, lab = batched_nms(segs[r], scores[r], labels[r], t.iou_threshold, t.min_score, t.max_seg_num,
-                                     t.nms_method == "soft", False, t.nms_sigma, t.voting_thresh, t.nms_backend)
-        o = torch.argsort(sc, descending=True, stable=True)[:t.max_seg_num]
-        results.append(dict(video_id=m["video_id"], segments=to_seconds(s[o], m["fps"], m["feat_stride"], m["num_frames"],
-                                                                        m["duration"]), scores=sc[o], labels=lab[o]))
-    return results
+    counts = torch.bincount(rows_k, minlength=n_videos)
+    rank = torch.arange(len(order)) - (torch.cumsum(counts, 0) - counts).repeat_interleave(counts)
+    first = order[rank < t.max_seg_num]
+    take, sizes = keep[first], counts.clamp(max=t.max_seg_num).tolist()
+    return list(zip(segs[take].split(sizes), new_scores[first].split(sizes), labels[take].split(sizes)))
+
+def decode_candidates(segs, scores, labels, rows, metas, test_cfg) -> list:
+    """NMS and time conversion of the candidates of many videos at once: `rows` (N,) indexes `metas` (one dict per
+    video). Returns a list of {video_id, segments (M, 2) s, scores (M,), labels (M,)}, one per entry of `metas`."""
+    return [dict(video_id=m["video_id"], segments=to_seconds(s, m["fps"], m["feat_stride"], m["num_frames"], m["duration"]),
+                 scores=sc, labels=lab)
+            for m, (s, sc, lab) in zip(metas, nms_per_video(segs, scores, labels, rows, len(metas), test_cfg))]
 
 def decode_task(out, tb, meta, strides, test_cfg) -> list:
     "One task's detections for every row of a batch: a list of {video_id, segments (M, 2) s, scores (M,), labels (M,)}."

@@ -45,10 +45,12 @@ class ConvTrunk(nn.Module):
 
     def trunk(self, x, mask, real=None):
         "`real`: (T,) 1 on the packed levels' columns, 0 on the gaps between them (None: one level)."
+        fresh = not torch.is_grad_enabled()      # without autograd, each layer's fresh output may be overwritten
         for i, (conv, norm) in enumerate(zip(self.head, self.norm)):
             x, _ = conv(x, mask)
-            if self.norm_last or i < len(self.head) - 1: x = self.act(norm(x))
-            if real is not None and i < len(self.head) - 1: x = x * real      # the next conv must read zero gaps
+            if self.norm_last or i < len(self.head) - 1: x = norm(x).relu_() if fresh else self.act(norm(x))
+            if real is not None and i < len(self.head) - 1:                  # the next conv must read zero gaps
+                x = x.mul_(real) if fresh else x * real
         return x
 
     def features(self, feats, masks):
@@ -77,7 +79,7 @@ class QueryClsHead(ConvTrunk):
         "hidden: `features(...)`; queries (Q, D) or (b, Q, D); rows: which batch rows (default all)."
         if rows is not None: hidden, masks = [h[rows] for h in hidden], [m[rows] for m in masks]
         h, m = pack_levels(hidden, 0), pack_levels(masks, 0)                  # pointwise: no gaps needed
-        dots = torch.einsum("bdt,qd->btq", h, queries) if queries.dim() == 2 else torch.einsum("bdt,bqd->btq", h, queries)
+        dots = torch.matmul(h.transpose(1, 2), queries.transpose(-1, -2))  # (b, T, Q) straight from one GEMM
         out = (dots * self.cls_fn.weight + self.cls_fn.bias) * m[..., None].to(h.dtype)
         return unpack_levels(out, [x.shape[-1] for x in hidden], 0, dim=1)
 
@@ -155,4 +157,7 @@ class QueryRegHead(ConvTrunk):
                 o = F.conv1d(hp.reshape(1, b * D, -1), w.reshape(b * Q * 2, D, self.k), c.reshape(b * Q * 2),
                              padding=pad, groups=b)
             o = unpack_levels(o.view(b, Q, 2, T).permute(0, 3, 1, 2), lengths, self.gap, dim=1)
-        return [F.relu(self.scale[l](x * m[:, :, None, None].to(x.dtype))) for l, (x, m) in enumerate(zip(o, masks))]
+        if torch.is_grad_enabled():
+            return [F.relu(self.scale[l](x * m[:, :, None, None].to(x.dtype))) for l, (x, m) in enumerate(zip(o, masks))]
+        # the same products in the same order, the masked copy then scaled and rectified in place
+        return [(x * m[:, :, None, None].to(x.dtype)).mul_(self.scale[l].scale).relu_() for l, (x, m) in enumerate(zip(o, masks))]

@@ -19,8 +19,9 @@ from .datasets import (ClassEmbeddings, DatasetAdapter, FeatureSource, QueryEmbe
 from .paper_datasets import _evaluators, _load_json
 
 # %% auto #0
-__all__ = ['QVH_FEATURES', 'read_actionformer_json', 'Thumos14', 'read_qvhighlights', 'QVHighlights', 'qvhighlights_lines',
-           'qvhighlights_official', 'write_qvhighlights_predictions', 'cmd_qvhighlights_submit', 'read_tacos', 'TACoS']
+__all__ = ['QVH_FEATURES', 'read_actionformer_json', 'read_thumos14_ambiguous', 'Thumos14', 'read_qvhighlights', 'QVHighlights',
+           'qvhighlights_lines', 'qvhighlights_official', 'write_qvhighlights_predictions', 'cmd_qvhighlights_submit',
+           'read_tacos', 'TACoS']
 
 # %% ../nbs/43_more_datasets.ipynb #f39ca19f
 def read_actionformer_json(path, subset: str | None = None) -> tuple:
@@ -33,6 +34,29 @@ def read_actionformer_json(path, subset: str | None = None) -> tuple:
         records.append(VideoRecord(vid, float(v["duration"]), v.get("fps"), tad_segments=[a["segment"] for a in anns],
                                    tad_labels=[a["label_id"] for a in anns], tad_names=[a.get("label") for a in anns]))
     return records, [names.get(i, f"class {i}") for i in range(max(names) + 1)] if names else []
+
+def read_thumos14_ambiguous(path) -> dict:
+    """THUMOS14's "Ambiguous" segments: {video: (K, 2) seconds}, from the official `Ambiguous_val.txt` / `Ambiguous_test.txt`
+    (lines `video start end`) or from a CSV of the whole annotation with columns video, type, start, end."""
+    p, rows = Path(path), []
+    if p.suffix.lower() == ".csv":
+        import pandas as pd
+        df = pd.read_csv(p)
+        missing = {"video", "type", "start", "end"} - set(df.columns)
+        if missing: raise DataError(f"{p}: columns {sorted(missing)} missing (a THUMOS14 annotation CSV has video, type, start, end)")
+        rows = [(v, s, e, i + 2) for i, (v, t, s, e) in enumerate(df[["video", "type", "start", "end"]].itertuples(index=False))
+                if t == "Ambiguous"]
+    else:
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+            f = line.split()
+            if not f: continue
+            if len(f) != 3: raise DataError(f"{p}:{n}: expected 'video start end' (seconds), got {line!r}")
+            rows.append((*f, n))
+    out = {}
+    for v, s, e, n in rows:
+        try: out.setdefault(str(v), []).append([float(s), float(e)])
+        except ValueError: raise DataError(f"{p}:{n}: start and end must be seconds, got {s!r}, {e!r}") from None
+    return {v: np.asarray(a, dtype=np.float64) for v, a in out.items()}
 
 @register_adapter
 class Thumos14(DatasetAdapter):
@@ -58,6 +82,14 @@ class Thumos14(DatasetAdapter):
     def class_embeddings(self, settings, o):
         return ClassEmbeddings(self.path(settings, "tad_text_embeddings", must_exist=False), self.num_classes, o["text_dim"],
                                setting="[thumos14] tad_text_embeddings")
+
+    def ambiguous(self, settings, split):
+        "The split's Ambiguous segments (`[thumos14] <split>_ambiguous`; empty setting: none); None when the file (or the key) is missing."
+        key = f"{split}_ambiguous"
+        if key not in settings.keys(self.section): return None     # a settings file older than the key
+        if not settings.get(self.section, key): return {}
+        p = self.path(settings, key, must_exist=False)
+        return read_thumos14_ambiguous(p) if p.is_file() else None
 
     def evaluate(self, ds, predictions):
         if "tad" not in predictions or not ds.has_ground_truth("tad"): return {}

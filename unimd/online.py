@@ -7,6 +7,7 @@ Docs: https://unimd.github.io/unimd/online.html.md"""
 # %% ../nbs/64_online.ipynb #1d3cc3a3
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -15,13 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from .bifpn import _swish
-from .data import grid_to_sec, l2_normalize_steps
+from .data import grid_to_sec, l2_normalize_steps, sec_to_grid
 from .detect import Detector, DetectError, _as_2d_features
 from .model import UniMD
 
 # %% auto #0
 __all__ = ['level_outputs', 'CausalWindow', 'HeldSteps', 'StreamingUniMD', 'covering_max', 'frame_scores', 'FrameScorer',
-           'RunSegmenter', 'StreamStep', 'cmd_predict_online', 'cmd_predict_any', 'online_eval']
+           'RunSegmenter', 'StreamStep', 'cmd_predict_online', 'cmd_predict_any', 'ambiguous_steps', 'online_eval']
 
 # %% ../nbs/64_online.ipynb #361d813d
 @torch.no_grad()
@@ -317,6 +318,13 @@ def _stream_video(model, feats, queries, horizon, threshold, chunk):
         scores.append(s); ended += seg.push(s)
     return torch.cat(scores, 1), ended + seg.flush()
 
+def ambiguous_steps(s, segments, T: int) -> np.ndarray:
+    "(T,) bool: the steps of video `s` inside one of `segments` (K, 2) seconds (the same rule as a positive step)."
+    from unimd.evaluators import frame_labels
+    if segments is None or not len(segments): return np.zeros(T, bool)
+    grid = sec_to_grid(np.asarray(segments, dtype=np.float64).reshape(-1, 2), s.fps, s.feat_stride, s.num_frames)
+    return frame_labels(np.arange(T), grid, np.zeros(len(grid), np.int64), 1)[:, 0]
+
 @torch.no_grad()
 def online_eval(model: UniMD, ds, mode: str = "causal", horizon: int = 64, threshold: float = 0.3, chunk: int = 16,
                 progress: bool = False) -> dict:
@@ -326,9 +334,12 @@ def online_eval(model: UniMD, ds, mode: str = "causal", horizon: int = 64, thres
     from unimd.train import progress_bar
     if mode not in ("offline", "causal", "stream"): raise ValueError(f"mode must be offline, causal or stream, got {mode!r}")
     if mode != "offline" and not model.cfg.causal: raise ValueError(f"mode={mode!r} needs a causal model (model.causal: true)")
+    if ds.ambiguous is None:
+        warnings.warn(f"{ds.name}/{ds.split}: the file of its ambiguous segments is missing (see its settings); "
+                      "per-frame metrics count those frames as background", stacklevel=2)
     model.eval()
     dev = next(model.parameters()).device
-    scores, labels, dets = [], [], []
+    scores, labels, ignore, dets = [], [], [], []
     for s in progress_bar([s for s in ds.samples if s.tad is not None], desc=mode, disable=not progress, leave=False):
         x, q, T = s.feats[None].to(dev), s.tad.queries.to(dev), s.num_steps
         if mode == "stream":
@@ -341,7 +352,8 @@ def online_eval(model: UniMD, ds, mode: str = "causal", horizon: int = 64, thres
             f = frame_scores(*level_outputs(model, x, q), model.strides, T, causal=mode == "causal", horizon=horizon)
         scores.append(f[0].cpu().numpy())
         labels.append(frame_labels(np.arange(T), s.tad.segments.numpy(), s.tad.labels.numpy(), q.shape[0]))
-    res = online_frame_map(np.concatenate(scores), np.concatenate(labels), class_names=ds.class_names)
+        ignore.append(ambiguous_steps(s, (ds.ambiguous or {}).get(s.video_id), T))
+    res = online_frame_map(np.concatenate(scores), np.concatenate(labels), np.concatenate(ignore), class_names=ds.class_names)
     out = {"frame_mAP": res["mAP"], "frame_cAP": res["cAP"]}
     if mode == "stream": out["segment_mAP"] = ds.evaluate({"tad": dets})["tad"]["mAP"]
     return out

@@ -16,7 +16,8 @@ import torch
 from .data import DataError, TaskAnnotation, VideoDataset
 
 # %% auto #0
-__all__ = ['class_splits', 'write_class_splits', 'read_class_names', 'restrict_classes', 'class_subset']
+__all__ = ['PROTOCOL', 'class_splits', 'write_class_splits', 'read_class_names', 'dataset_class_names', 'splits_dir',
+           'write_protocol_splits', 'cmd_data_splits', 'restrict_classes', 'class_subset']
 
 # %% ../nbs/65_open_vocab.ipynb #a5e8a6f6
 def class_splits(class_names, seen_fraction: float = 0.75, n_splits: int = 10, seed: int = 0) -> list:
@@ -49,6 +50,44 @@ def read_class_names(path) -> list:
     if not p.is_file(): raise DataError(f"data.seen_classes: {p} not found (a text file with one class name per line)")
     names = [l.strip() for l in p.read_text(encoding="utf-8").splitlines()]
     return [n for n in names if n and not n.startswith("#")]
+
+# %% ../nbs/65_open_vocab.ipynb #0f4be734
+PROTOCOL = dict(fractions=(0.75, 0.5), n_splits=10, seed=0)
+
+def dataset_class_names(dataset: str, settings=None, options: dict | None = None) -> list:
+    "The class names of dataset `dataset` (read from files), in label order, by its own reader of the official annotation file."
+    from unimd.datasets import get_adapter
+    from unimd.settings import load_settings
+    a = get_adapter(dataset)
+    split = a.all_splits()[0]
+    _, names = a.annotations(settings or load_settings(), split, a.options(options))
+    if not names: raise DataError(f"{dataset}/{split}: the annotation file names no action classes, so there is nothing to split")
+    return list(names)
+
+def splits_dir(dataset: str, settings=None) -> Path:
+    "Where `write_protocol_splits` writes by default: `<[general] output_dir>/class_splits/<dataset>/`."
+    from unimd.settings import load_settings
+    return (settings or load_settings()).path_of("general", "output_dir", must_exist=False)/"class_splits"/dataset
+
+def write_protocol_splits(dataset: str, out_dir=None, settings=None, fractions=PROTOCOL["fractions"],
+                          n_splits: int = PROTOCOL["n_splits"], seed: int = PROTOCOL["seed"]) -> Path:
+    "Write `classes.txt` and the `PROTOCOL` splits of `dataset`'s classes into `out_dir` (default `splits_dir`); returns the folder."
+    names = dataset_class_names(dataset, settings)
+    out = Path(out_dir) if out_dir else splits_dir(dataset, settings)
+    write_class_splits(names, out, fractions, n_splits, seed)
+    (out/"classes.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+    return out
+
+def cmd_data_splits(args) -> int:
+    "`unimd data splits`: write the open-vocabulary class splits of a dataset."
+    from unimd.settings import load_settings
+    s = load_settings(args.settings, args.overrides)
+    fractions = tuple(args.fraction or PROTOCOL["fractions"])
+    out = write_protocol_splits(args.dataset, args.out, s, fractions, args.n_splits, args.seed)
+    n = len(read_class_names(out/"classes.txt"))
+    print(f"{args.dataset}: {n} classes; {args.n_splits} splits of each of "
+          f"{', '.join(f'{round(100 * f)}/{100 - round(100 * f)}' for f in fractions)} (seed {args.seed}) in {out}")
+    return 0
 
 # %% ../nbs/65_open_vocab.ipynb #65e3777e
 def restrict_classes(ds: VideoDataset, keep, drop_sentences: bool = True, where: str = "classes") -> VideoDataset:

@@ -100,7 +100,7 @@ TABLE_DATA = {   # table: (the paper's data, {scale: benchmark}); None: not comp
     "table4": ("ActivityNet / ActivityNet-Captions", dict(smoke="mdsynth_tiny_anet", synthetic="anet_ann", paper="anet")),
     "supp_fusion_charades": ("Charades / Charades-STA", dict(smoke="mdsynth_tiny_charades", synthetic="charades_ann", paper="charades_i3d")),
     "supp_fusion_anet": ("ActivityNet / ActivityNet-Captions", dict(smoke="mdsynth_tiny_anet", synthetic="anet_ann", paper="anet")),
-    "open_vocab": ("THUMOS14 / ActivityNet, open-vocabulary class splits", dict(smoke="mdsynth_tiny", synthetic="mdsynth_small", paper=None)),
+    "open_vocab": ("THUMOS14 / ActivityNet, open-vocabulary class splits", dict(smoke="mdsynth_tiny", synthetic="anet_ann", paper=None)),
 }
 
 # MD-Synth `tiny` worlds (generator seeds) standing in for the three paper pairs at the smoke scale
