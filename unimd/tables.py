@@ -699,10 +699,11 @@ def claims_table(out_dir: Path) -> pd.DataFrame:
 def write_summary(out_dir: Path, scale: str) -> Path:
     "SUMMARY.md: the claims and their verdicts, then every table of `out_dir` with its commit, seeds and runtime."
     claims = claims_table(out_dir)
-    counts = claims["verdict"].str.split(":").str[0].str.replace(r" \(.*\)", "", regex=True).value_counts()
+    counts = claims["verdict"].str.replace(r" \(.*\)", "", regex=True).str.split(":").str[0].value_counts()
     parts = [f"# Paper tables — `{scale}` scale\n",
              "## The paper's claims and their verdicts\n\nReproduced / contradicted when our difference exceeds the seed "
-             "spread (the larger std over seeds of the two rows), not resolved when it is within it (or with one seed), "
+             "spread (the larger std over seeds of the two rows), not resolved when it is within it, with one seed, or when "
+             "both sides are below 1 point (a metric not learned at this scale), "
              "not tested when a row is not computed at this scale. Differences in points (%); `paper`: the paper's "
              "difference.\n\n" + ", ".join(f"{k}: {v}" for k, v in counts.items()) + "\n\n" + claims_markdown(claims),
              "## Tables"]
