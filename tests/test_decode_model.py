@@ -121,3 +121,20 @@ def test_decoding_many_batches_together_equals_decoding_each(chunk, cfg):
             assert torch.equal(a["labels"], b["labels"])
             assert ("saliency" in a) == ("saliency" in b) == (t == "mr")
             if t == "mr": assert torch.equal(a["saliency"], b["saliency"])
+
+
+def test_inference_without_autograd_equals_the_autograd_forward():
+    # without autograd the model runs in place (masked convs, channel LayerNorm, head trunks, regression scale) and
+    # caches the TAD regression kernels: every output must be bit for bit the autograd path's, on padded rows too
+    torch.manual_seed(0)
+    m = UniMD(SMALL).eval()
+    batch = collate([video(37), video(100, "w", nq=3, seed=1)], 64, training=False)
+    ref = m(batch)
+    assert ref["tad"].cls_logits[0].requires_grad
+    with torch.no_grad():
+        first, again = m(batch), m(batch)          # the second call reuses the cached TAD kernels
+    for out in (first, again):
+        for t in ("tad", "mr"):
+            for name in ("cls_logits", "offsets", "masks"):
+                for a, b in zip(getattr(ref[t], name), getattr(out[t], name)):
+                    assert torch.equal(a.detach(), b), (t, name)
