@@ -13,7 +13,8 @@ from conftest import shared_path
 from unimd.cli import main
 from unimd.config import config_from_dict
 from unimd.data import DataError, build_dataset, sec_to_grid
-from unimd.datasets import FeaturesOnDisk, check_files, write_fake_files
+from unimd.data_check import check_files
+from unimd.datasets import FeaturesOnDisk, write_fake_files
 from unimd.metrics import dedup_gt, load_detection_gt
 from unimd.more_datasets import read_actionformer_json, read_qvhighlights, read_tacos
 from unimd.paper_datasets import (anet13_database_from_tsp, ego4d_query_string, read_anet13, read_anet_captions,

@@ -160,7 +160,7 @@ def test_ground_truth_is_cleaned_once_for_training_and_evaluation(tmp_path):
     np.testing.assert_allclose(train_gt, eval_gt, atol=1e-5)
     np.testing.assert_allclose(eval_gt, [[3, 5], [6, 6], [1, 2], [1, 2]])
     # the `clip` rule drops zero-length and duplicated segments (for both, again)
-    from unimd.datasets import VideoRecord, clean_record
+    from unimd.annotations import VideoRecord, clean_record
     counts, videos = {}, {}
     r = clean_record(VideoRecord("v", 10.0, tad_segments=[[1, 2], [1, 2], [3, 3]], tad_labels=[0, 0, 0]), {}, counts, videos, "clip")
     assert r.tad_segments.tolist() == [[1, 2]] and counts == {"zero-length TAD segments dropped": 1, "duplicated TAD segments dropped": 1}

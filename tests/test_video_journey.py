@@ -11,7 +11,7 @@ import torch
 pytest.importorskip("av")
 
 from unimd.cli import main
-from unimd.datasets import ClassEmbeddings
+from unimd.dataset_files import ClassEmbeddings
 from unimd.video import write_shapes_video
 
 RED, BLUE = (230, 40, 40), (40, 40, 230)

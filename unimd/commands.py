@@ -88,7 +88,7 @@ def add_data(sub, add_common, add_run):
     c.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a data option (data.options), YAML value, e.g. -o features=i3d+clip")
     c.add_argument("--deep", action="store_true", help="also read every feature and embedding file (NaN/Inf, truncated, unreadable)")
-    c.set_defaults(func=lazy("unimd.datasets:cmd_data_check"))
+    c.set_defaults(func=lazy("unimd.data_check:cmd_data_check"))
     c = dsub.add_parser("splits", help="write the open-vocabulary seen/unseen class splits of a dataset (75/25 and 50/50, 10 each)")
     add_common(c)
     c.add_argument("--dataset", required=True, help="dataset with action classes (thumos14, anet_ann, anet, charades, ego4d, ...)")

@@ -322,7 +322,7 @@ def format_detections(df: pd.DataFrame, top: int | None = 3) -> str:
 
 def _grid_line(det, args) -> str:
     "The time grid a feature file is read on, and where it comes from: the detections' seconds depend on it."
-    from unimd.datasets import feature_shape
+    from unimd.dataset_files import feature_shape
     p = Path(args.features)
     _check_ranges(window=args.window, overlap=args.overlap, fps=args.fps, feat_stride=args.feat_stride,
                   num_frames=args.num_frames, duration=args.duration)

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .annotations import VideoRecord, read_database
 from .data import DataError
-from .datasets import (ClassEmbeddings, DatasetAdapter, FeatureSource, QueryEmbeddings, VideoFeatures, VideoRecord,
-                            read_database, register_adapter)
+from .dataset_files import ClassEmbeddings, FeatureSource, QueryEmbeddings, VideoFeatures
+from .datasets import DatasetAdapter, register_adapter
 from .paper_datasets import _evaluators, _load_json
 
 # %% auto #0

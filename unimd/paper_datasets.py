@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .annotations import VideoRecord, _count, merge_records, read_database
 from .data import DataError
-from .datasets import (ClassEmbeddings, DatasetAdapter, FeatureSource, QueryEmbeddings, VideoFeatures, VideoRecord,
-                            _count, merge_records, read_database, register_adapter)
+from .dataset_files import ClassEmbeddings, FeatureSource, QueryEmbeddings, VideoFeatures
+from .datasets import DatasetAdapter, register_adapter
 
 # %% auto #0
 __all__ = ['CHARADES_FEATURES', 'read_ego4d_mq', 'read_ego4d_nlq', 'ego4d_query_string', 'Ego4D', 'read_charades_csv',

@@ -7,7 +7,7 @@ Docs: https://unimd.github.io/unimd/surrogate.html.md"""
 # %% ../nbs/45_surrogate.ipynb #9e912eab
 from __future__ import annotations
 
-# dataclass fields inherited from unimd.datasets are annotated `Callable`, resolved in this module by show_doc
+# dataclass fields inherited from unimd.dataset_files are annotated `Callable`, resolved in this module by show_doc
 from typing import Callable
 
 import csv
@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .annotations import merge_records
 from .data import DataError, grid_to_sec, l2_normalize_steps
-from .datasets import ClassEmbeddings, QueryEmbeddings, VideoFeatures, merge_records, register_adapter
+from .dataset_files import ClassEmbeddings, QueryEmbeddings, VideoFeatures
+from .datasets import register_adapter
 from .paper_datasets import (ActivityNet, Charades, Ego4D, anet13_database_from_tsp, read_anet13,
                                   read_anet_captions)
 from .settings import SettingsError

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from .data import DataError, TaskAnnotation, VideoSample, l2_normalize_steps, register_dataset, sec_to_grid
-from .datasets import FeatureSource, read_features
+from .data_check import FILE_CHECKS
+from .dataset_files import FeatureSource, FileReport, read_features
 from .synth import SynthDataset
 from .text import TextEncoder, TextEncoderError, register_text_encoder
 
@@ -228,7 +229,6 @@ WORKOUT_CLIPS = 505   # clips of the published set (21 exercises)
 
 def check_workout_files(settings, splits=None) -> list:
     "`FileReport`s of the Workout clips folder (`[workout_stitch] clips`): the annotation file and one feature file per clip."
-    from unimd.datasets import FileReport
     folder = settings.path_of("workout_stitch", "clips", must_exist=False)
     ann = Path(folder)/WORKOUT_ANNOTATIONS
     if not ann.is_file():
@@ -241,8 +241,4 @@ def check_workout_files(settings, splits=None) -> list:
             FileReport("all", "i3d features", str(Path(folder)/"i3d_features"), len(clips), missing,
                        [m[:-4] for m in missing])]
 
-def _register_check():
-    from unimd.datasets import FILE_CHECKS
-    FILE_CHECKS["workout_stitch"] = check_workout_files
-
-_register_check()
+FILE_CHECKS["workout_stitch"] = check_workout_files
