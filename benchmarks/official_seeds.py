@@ -2,8 +2,8 @@
 """Whole trainings against the official training code, over seeds: is our TAD/MR accuracy the official code's?
 
     python benchmarks/official_seeds.py train  --official /path/to/UniMD --side official --seeds 0-4 [--out runs/official_seeds]
-    python benchmarks/official_seeds.py train  --official /path/to/UniMD --side ours     --seeds 0-4
-    python benchmarks/official_seeds.py report [--out runs/official_seeds]
+    python benchmarks/official_seeds.py train  --side ours --seeds 0-4
+    python benchmarks/official_seeds.py report [--out runs/official_seeds | --jsonl benchmarks/results/official_seeds.jsonl]
 
 `versus_official.py --rows equality` shows that, fed the same batches from the same weights, the two trainings agree
 step by step to float32 rounding. This script runs what that check bypasses: each side's own initialisation, sampler,
@@ -258,7 +258,7 @@ def welch(a, b):
 
 
 def cmd_report(args):
-    runs = [json.loads(l) for l in (args.out/"runs.jsonl").read_text().splitlines()]
+    runs = [json.loads(l) for l in (args.jsonl or args.out/"runs.jsonl").read_text().splitlines()]
     side = {s: [r for r in runs if r["side"] == s] for s in ("official", "ours")}
     print(f"seeds: official {sorted(r['seed'] for r in side['official'])}, ours {sorted(r['seed'] for r in side['ours'])}\n")
     print("| metric (%) | official | ours | ours − official | Welch t (df) |\n|---|---|---|---|---|")
@@ -282,7 +282,9 @@ def main(argv=None):
     t.add_argument("--seeds", default="0-4", help="a seed or a range, e.g. 0-4")
     t.add_argument("--videos", default="400/150", help="training/evaluation videos (smaller: a quick check of the harness)")
     t.add_argument("--epochs", type=int, default=RECIPE["epochs"], help="cosine epochs after the warm-up epoch")
-    for p in (t, sub.add_parser("report")):
+    r = sub.add_parser("report")
+    r.add_argument("--jsonl", type=Path, help="a results file instead of <out>/runs.jsonl (e.g. benchmarks/results/official_seeds.jsonl)")
+    for p in (t, r):
         p.add_argument("--out", type=Path, default=ROOT/"runs"/"official_seeds")
     args = ap.parse_args(argv)
     if args.cmd == "train":
