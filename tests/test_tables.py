@@ -143,7 +143,9 @@ def test_a_failed_run_leaves_the_results_byte_identical(tmp_path):
     for k, v in before.items(): (out/k).write_bytes(v)
     _nb(nbs, "table1a", "from pathlib import Path\n(Path(output_dir)/'table1a.md').write_text('### table1a\\n\\nnew\\n')")
     _nb(nbs, "table1b", "raise RuntimeError('boom')")
+    cwd = os.getcwd()
     failures = run_tables("smoke", workers=2, output_dir=out, notebooks=nbs)
+    assert os.getcwd() == cwd   # two notebooks at once must not move the caller into a notebook folder
     assert [n for n, _ in failures] == ["table1b"] and "RuntimeError: boom" in failures[0][1] and str(out/"failed") in failures[0][1]
     assert {k: (out/k).read_bytes() for k in before} == before
     assert (out/"failed"/"table1a.md").read_text().endswith("new\n") and (out/"failed"/"executed"/"table1b.ipynb").exists()

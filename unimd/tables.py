@@ -681,8 +681,11 @@ def _execute(nb: Path, scale: str, out_dir: Path, params: dict):
         from papermill.exceptions import PapermillExecutionError
     dest = out_dir/"executed"/nb.name
     try:
+        # the kernel starts in the notebook's folder through nbclient's resources: papermill's `cwd` changes the
+        # process's directory, which races between worker threads and can leave the caller in a notebook folder
         pm.execute_notebook(str(nb), str(dest), parameters=dict(scale=scale, output_dir=str(out_dir), **params),
-                            kernel_name="python3", cwd=str(nb.parent), progress_bar=False, extra_arguments=KERNEL_ARGS)
+                            kernel_name="python3", resources={"metadata": {"path": str(nb.parent)}}, progress_bar=False,
+                            extra_arguments=KERNEL_ARGS)
         return nb.stem, None
     except PapermillExecutionError as e:
         return nb.stem, f"cell {e.cell_index} (execution {e.exec_count}): {e.ename}: {str(e.evalue)[:300]}"
