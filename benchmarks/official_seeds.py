@@ -44,15 +44,15 @@ import yaml
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from versus_official import load_official  # noqa: E402
+from surrogate import COLUMNS, flat_metrics  # noqa: E402
+from versus_official import load_official, official_video  # noqa: E402
 
 # the study's scale: charades_ann's sizes and recipe (configs/charades_ann.yaml), with the official text width (512)
 VIDEOS = dict(train_videos=400, eval_videos=150, subset_seed=0, seed=0, text_dim=384, preload=True)
 TEXT_DIM = 512   # the official heads' fixed CLIP width: the 384-d MiniLM embeddings get zero columns (same on both sides)
 MODEL = dict(input_dim=128, embd_dim=64, fpn_dim=64, head_dim=512, query_fc_chanel=64, head_num_layers=2)
 RECIPE = dict(max_seq_len=192, batch_size=8, learning_rate=1e-3, warmup_epochs=1, epochs=4, ema_decay=0.99)
-METRICS = {"TAD frame mAP": "tad/mAP", "TAD det. mAP": "tad_detection/mAP", "MR R1@0.5": "mr/R@1,IoU=0.5",
-           "MR R1@0.7": "mr/R@1,IoU=0.7"}
+METRICS = COLUMNS["charades_ann"]
 
 
 def official_yaml(folder: Path) -> Path:
@@ -81,11 +81,11 @@ def official_yaml(folder: Path) -> Path:
     return p
 
 
-def our_config(official: Path, seed: int):
+def our_config(official: Path):
     from unimd.official import translate_official_config
     cfg, _ = translate_official_config(official)
     cfg = cfg.copy(data=dict(dataset="charades_ann", train_split="train", val_split="test"),
-                   train=dict(seed=seed, ema_decay=RECIPE["ema_decay"], tasks=["tad", "mr"], sampling="sync",
+                   train=dict(ema_decay=RECIPE["ema_decay"], tasks=["tad", "mr"], sampling="sync",
                               checkpoint_every=RECIPE["warmup_epochs"] + RECIPE["epochs"], eval_every=0))
     cfg.data.options = dict(VIDEOS)   # replaced, not merged: the official dataset's options mean nothing here
     return cfg
@@ -107,12 +107,8 @@ def datasets(cfg):
 # -- the official side ---------------------------------------------------------------------------------------------
 def official_dict(s, task):
     "One task of one video as the official dataset returns it before cropping (segments None when it has none)."
-    a = s.task(task)
-    d = dict(video_id=s.video_id, feats=s.feats, fps=s.fps, duration=s.duration, feat_stride=s.feat_stride,
-             feat_num_frames=s.num_frames, segments=None, labels=None, q_feats=a.queries)
-    if len(a.segments):
-        d["segments"], d["labels"] = a.segments.float().clone(), a.labels.long().clone()
-    if task == "mr": d["queries"] = list(a.texts or [f"q{i}" for i in range(a.num_queries)])
+    d = official_video(s, task)
+    if not len(d["segments"]): d["segments"], d["labels"] = None, None
     return d
 
 
@@ -216,15 +212,6 @@ def run_one(off, side: str, seed: int, data, out: Path) -> dict:
                 train_cpu_s=round(train_cpu, 1), metrics=metrics, **extra)
 
 
-def flat(d: dict, prefix: str = "") -> dict:
-    "Nested metric dicts as 'task/metric' floats."
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict): out.update(flat(v, f"{prefix}{k}/"))
-        elif isinstance(v, (int, float)): out[f"{prefix}{k}"] = float(v)
-    return out
-
-
 def seeds_of(text: str) -> list[int]:
     a, _, b = text.partition("-")
     return list(range(int(a), int(b or a) + 1))
@@ -233,20 +220,20 @@ def seeds_of(text: str) -> list[int]:
 def cmd_train(args):
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.TemporaryDirectory()
-    oyaml = official_yaml(Path(tmp.name))
-    cfg = our_config(oyaml, 0)
-    data = (oyaml, cfg, *datasets(cfg))   # built once for every seed, before the official code's paths join sys.path
-    off = load_official(args.official) if args.side == "official" else None
     log = args.out/"runs.jsonl"
     done = {(r["side"], r["seed"]) for r in map(json.loads, log.read_text().splitlines())} if log.exists() else set()
-    for seed in seeds_of(args.seeds):
-        if (args.side, seed) in done: continue
-        rec = run_one(off, args.side, seed, data, args.out)
-        rec["metrics"] = flat(rec["metrics"])
-        with log.open("a") as f: f.write(json.dumps(rec) + "\n")
-        print(json.dumps({k: rec[k] for k in ("side", "seed", "train_cpu_s")} | {n: rec["metrics"].get(k) for n, k in METRICS.items()}),
-              flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        oyaml = official_yaml(Path(tmp))
+        cfg = our_config(oyaml)
+        data = (oyaml, cfg, *datasets(cfg))   # built once for every seed, before the official code's paths join sys.path
+        off = load_official(args.official) if args.side == "official" else None
+        for seed in seeds_of(args.seeds):
+            if (args.side, seed) in done: continue
+            rec = run_one(off, args.side, seed, data, args.out)
+            rec["metrics"] = flat_metrics(rec["metrics"])
+            with log.open("a") as f: f.write(json.dumps(rec) + "\n")
+            print(json.dumps({k: rec[k] for k in ("side", "seed", "train_cpu_s")} | {n: rec["metrics"].get(k) for n, k in METRICS.items()}),
+                  flush=True)
 
 
 def welch(a, b):

@@ -28,6 +28,11 @@ COLUMNS = {"charades_ann": {"TAD frame mAP": "tad/mAP", "TAD det. mAP": "tad_det
                          "MR R5@0.3": "mr/R@5,IoU=0.3"}}
 
 
+def flat_metrics(m: dict) -> dict:
+    "An evaluation's {task: {metric: value}} as {'task/metric': float} (the names of `COLUMNS`); lists are left out."
+    return {f"{t}/{k}": float(v) for t, d in m.items() if isinstance(d, dict) for k, v in d.items() if not isinstance(v, (list, dict))}
+
+
 def _one_thread():
     import torch
     torch.set_num_threads(1)
@@ -76,8 +81,7 @@ def train_seed(name: str, seed: int, regimes, out_dir: Path):
         t0, c0 = time.time(), time.process_time()
         (stage,) = regime_stages(regime, cfg)     # tad, mr and sync train in one stage
         m = Trainer(stage, tr, out_dir/"ckpt"/f"{name}-{regime}-s{seed}", va, progress=False).fit()
-        flat = {f"{t}/{k}": float(v) for t, d in m.items() if isinstance(d, dict) for k, v in d.items() if not isinstance(v, (list, dict))}
-        print(json.dumps(dict(benchmark=name, regime=regime, seed=seed, metrics=flat, wall_s=time.time() - t0,
+        print(json.dumps(dict(benchmark=name, regime=regime, seed=seed, metrics=flat_metrics(m), wall_s=time.time() - t0,
                               cpu_s=time.process_time() - c0, build_cpu_s=build_cpu)), flush=True)
 
 

@@ -48,5 +48,5 @@ def test_welch_and_flat_metrics():
     t, df = official_seeds.welch(a, b)
     va, vb = statistics.variance(a) / 3, statistics.variance(b) / 4
     assert t == pytest.approx((2.0 - 5.0) / (va + vb) ** 0.5) and df == pytest.approx((va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 3))
-    assert official_seeds.flat({"tad": {"mAP": 0.5, "per_class": [1]}, "mr": {"R@1": 1}}) == {"tad/mAP": 0.5, "mr/R@1": 1.0}
+    assert official_seeds.flat_metrics({"tad": {"mAP": 0.5, "per_class": [1]}, "mr": {"R@1": 1}}) == {"tad/mAP": 0.5, "mr/R@1": 1.0}
     assert official_seeds.seeds_of("3") == [3] and official_seeds.seeds_of("0-4") == [0, 1, 2, 3, 4]
